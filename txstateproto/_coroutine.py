@@ -1,0 +1,967 @@
+"""
+The coroutine engine: L{coroutine}, L{Coroutine}, L{noreturn} and L{TailCall}.
+
+This module knows nothing of protocols, transports, buffers, the reactor or
+clocks: time reaches it only as Deferreds it is handed. It may import only
+Twisted's Deferred machinery and L{txstateproto._errors}.
+
+Theory of operation
+===================
+
+A L{Coroutine} is a L{Deferred} that drives a I{body}: a generator object or an
+C{async def} coroutine object. The body hands the engine a Deferred (C{yield d}
+or C{await d}); the engine suspends the body until C{d} fires, then sends the
+result in (or throws the failure in) and goes on.
+
+The trampoline
+--------------
+The engine is a loop (L{Coroutine._run}), not recursion. It keeps a stack of
+I{frames}: the outermost body at the bottom, and above it every plain
+generator the body yielded (a nested call), innermost last. One pass of the
+loop sends a value into, or throws an exception into, the innermost frame and
+looks at what comes out:
+
+  - a Deferred that has already fired: its result goes straight back in, with
+    no callback and no recursion (so a million fired Deferreds in a row cost
+    constant stack);
+  - a Deferred that has not fired: the engine records it as the one thing it
+    now waits on (C{_waiting}), adds one callback, and returns; the callback
+    re-enters the loop;
+  - a generator or coroutine object: pushed as a new innermost frame;
+  - C{return value} (C{StopIteration}): the frame is popped and the value is
+    sent into the frame below, or fires the Coroutine if none is left;
+  - an exception: the frame is popped and the exception is thrown into the
+    frame below, or fails the Coroutine;
+  - the L{TailCall} signal raised by L{noreturn}: the frame has ended (its
+    C{finally} blocks ran) and is popped, which frees its locals at once; the
+    tail-call target replaces it. A generator target is pushed; a Deferred
+    target is waited on with its result going to the frame below; a decorated
+    coroutine that has not started yet is I{adopted}: its body is pushed onto
+    this stack and the other Coroutine becomes an alias that fires with this
+    one's result. Nothing grows, however long the chain.
+
+For adoption to be possible, a decorated coroutine called I{while another body
+is running} (that is, from inside a body) does not start at once: it is
+I{pending} and starts when the running body next yields, returns or makes a
+tail call. C{noreturn(other(...))} therefore runs flat: C{other}'s body never
+started on the Python stack of the caller.
+
+Cancel and pause cascade
+------------------------
+C{cancel()} cancels the one Deferred being waited on. If that is a Coroutine,
+its own cancel does the same one level down, and so on: the innermost
+Deferred's canceller runs first. Each level's failure then comes back up as
+that level's wait firing, and is thrown into the innermost frame of the level
+above, whose exception propagates through its frames: C{finally} blocks run
+innermost first. A wait that still I{succeeds} after being cancelled (a
+canceller that calls back) is turned into L{CancelledError}, so the body never
+runs on as if nothing happened. Cancel from inside the running body is
+recorded and delivered at its next C{yield}.
+
+C{pause()} pauses the Deferred being waited on (which, for a Coroutine,
+cascades) and holds any result that arrives until C{unpause()}. The engine
+remembers exactly which Deferred I{it} paused and unpauses that one, once,
+so a Deferred shared with other waiters is never left paused for them.
+C{cancel()} overrides pause: it drops this Coroutine's pauses first, so that
+clean-up can run.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import types
+import weakref
+from collections.abc import Callable, Generator
+from collections.abc import Coroutine as _AsyncBody
+from enum import Enum
+from typing import Any, NoReturn, ParamSpec, TypeVar, cast, final, overload
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+
+from txstateproto._errors import (
+    NoreturnOutsideCoroutineError,
+    TailCallSwallowedError,
+)
+
+__all__ = ["Coroutine", "TailCall", "coroutine", "noreturn"]
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+#: What a coroutine body is: a generator object or an C{async def} coroutine
+#: object.
+_Body = Generator[Any, Any, Any] | _AsyncBody[Any, Any, Any]
+
+_BODY_TYPES = (types.GeneratorType, types.CoroutineType)
+
+# Code flags of functions whose frames the engine does not drive itself when
+# they run nested inside a body through `yield from` or `await`.
+_SUSPENDABLE_CODE = (
+    0x20  # CO_GENERATOR
+    | 0x80  # CO_COROUTINE
+    | 0x100  # CO_ITERABLE_COROUTINE
+    | 0x200  # CO_ASYNC_GENERATOR
+)
+
+
+class _Nothing:
+    """The type of L{_NOTHING}."""
+
+    def __repr__(self) -> str:
+        return "<nothing>"
+
+
+#: Marks "no result held" (None is a valid result).
+_NOTHING = _Nothing()
+
+#: The Coroutine whose body is executing right now, if any. Twisted runs one
+#: reactor thread, so one variable is enough; it is saved and restored around
+#: every body step so nested engines see their own.
+_running: Coroutine[Any] | None = None
+
+
+class _State(Enum):
+    """
+    Where a L{Coroutine}'s body is in its life.
+    """
+
+    #: Created while another body was running; starts when that body next
+    #: yields, returns or makes a tail call.
+    PENDING = "pending"
+    #: The engine is executing the body right now.
+    RUNNING = "running"
+    #: The body is suspended on a Deferred, or holds a result until unpaused.
+    WAITING = "waiting"
+    #: The body has ended; the Deferred has its result (or will have it when
+    #: unpaused).
+    FINISHED = "finished"
+    #: Merged into the Coroutine that tail-called it; fires with its result.
+    ADOPTED = "adopted"
+
+
+def _consume(result: object) -> object:
+    """
+    End a Deferred's interest in a result the engine has taken.
+
+    Failures are swallowed (the engine re-raises them in the body, so they
+    must not also be logged as unhandled); successful results are passed on
+    unchanged, because an C{async def} body's C{await} reads them back from
+    the Deferred itself.
+    """
+    if isinstance(result, Failure):
+        return None
+    return result
+
+
+def _describe(body: _Body) -> str:
+    """
+    Say which function a body runs and where it is, for C{repr}.
+    """
+    frame = _frame_of(body)
+    name = _name(body)
+    if frame is None:
+        return f"{name}()"
+    code = frame.f_code
+    return f"{name}() at {code.co_filename}:{frame.f_lineno}"
+
+
+def _frame_of(body: _Body) -> types.FrameType | None:
+    """
+    Return the frame object of a body (None once it has ended).
+    """
+    if isinstance(body, types.GeneratorType):
+        return body.gi_frame
+    frame: types.FrameType | None = body.cr_frame  # type: ignore[union-attr]
+    return frame
+
+
+def _name(body: _Body) -> str:
+    """
+    Return the qualified name of the function a body runs.
+    """
+    name: str = getattr(body, "__qualname__", type(body).__name__)
+    return name
+
+
+def _close_target(target: object) -> None:
+    """
+    Close a tail-call target that will never run, so Python does not warn
+    that a coroutine was never awaited.
+    """
+    if isinstance(target, _BODY_TYPES):
+        target.close()
+    elif isinstance(target, Coroutine) and target._state is _State.PENDING:
+        target.cancel()
+        target.addErrback(_trap_cancelled)
+
+
+def _trap_cancelled(failure: Failure) -> None:
+    """
+    Swallow the L{CancelledError} of a Coroutine that was never started.
+    """
+    failure.trap(CancelledError)  # type: ignore[no-untyped-call]
+
+
+@final
+class TailCall(BaseException):
+    """
+    The signal L{noreturn} raises to end the current body and hand over to
+    the next step.
+
+    It derives from L{BaseException}, like L{GeneratorExit}, so that
+    C{except Exception:} in user code does not catch it; a bare C{except:} or
+    C{except BaseException:} does, and should re-raise it::
+
+        try:
+            ...
+        except TailCall:
+            raise
+        except BaseException:
+            ...
+
+    If a body swallows it anyway and goes on, the engine fails the
+    L{Coroutine} with L{TailCallSwallowedError} at the body's next C{yield} or
+    C{return}. There is no public constructor: only L{noreturn} makes one, so
+    a tail call cannot be forged by raising this class by hand.
+    """
+
+    __slots__ = ("_target",)
+
+    _target: object
+
+    def __init__(self, *args: object) -> None:
+        raise TypeError(
+            "TailCall has no public constructor; call noreturn(next_step) "
+            "inside a coroutine body instead"
+        )
+
+    @classmethod
+    def _create(cls, target: object) -> TailCall:
+        """
+        Make the signal for a tail call into C{target}.
+        """
+        signal = cls.__new__(cls)
+        signal._target = target
+        return signal
+
+
+@final
+class Coroutine(Deferred[_T]):
+    """
+    A L{Deferred} that runs a coroutine body and fires with its result.
+
+    Obtain one by calling a function decorated with L{coroutine}, or directly
+    as C{Coroutine(body)} for a generator or C{async def} coroutine object
+    that is already made. It behaves as any Deferred does (callbacks,
+    errbacks, chaining, C{.result} once fired); what it adds is that
+    L{cancel}, L{pause} and L{unpause} reach through to whatever the body is
+    waiting on, however deeply nested.
+
+    Inside the body, C{x = yield d} (or C{x = await d}) waits for the
+    Deferred C{d} and gives its result, or raises its failure there. Yielding
+    another Coroutine waits for it the same way; yielding a plain generator
+    object runs it as a nested call, on this Coroutine's own stack; C{yield
+    None} is a checkpoint (it resumes at once unless paused or cancelled);
+    yielding anything else raises L{TypeError} at the C{yield}. C{return
+    value} fires the Coroutine with C{value}; an uncaught exception fails it
+    with that exception's L{Failure}. Returning a Deferred from the outermost
+    body waits for it, as C{noreturn(d)} would.
+
+    @note: When created while another coroutine body is running (from inside
+        a body), the new body starts when the running body next yields,
+        returns or makes a tail call, not at once. This is what lets
+        C{noreturn(other(...))} run in constant stack.
+    """
+
+    def __init__(self, body: _Body) -> None:
+        """
+        Run C{body} as a coroutine.
+
+        @param body: A generator object or an C{async def} coroutine object
+            (not a function: call it first).
+        @raise TypeError: If C{body} is neither.
+        """
+        if not isinstance(body, _BODY_TYPES):
+            raise TypeError(
+                f"Coroutine() takes a generator or coroutine object, not "
+                f"{type(body).__name__!r}; call the generator function (or "
+                f"async def) first, or decorate it with @coroutine"
+            )
+        super().__init__()
+        self._frames: list[_Body] = [body]
+        self._waiting: Deferred[Any] | None = None
+        self._paused_wait: Deferred[Any] | None = None
+        self._held: object = _NOTHING
+        self._pauses = 0
+        self._cancelled = False
+        self._cancel_due = False
+        self._tail_signal: TailCall | None = None
+        self._pending: list[Coroutine[Any]] | None = None
+        self._owner: Coroutine[Any] | None = None
+        self._aliases: weakref.WeakSet[Coroutine[Any]] | None = None
+        owner = _running
+        if owner is None:
+            self._state = _State.RUNNING
+            self._run(None, None)
+        else:
+            self._state = _State.PENDING
+            self._owner = owner
+            if owner._pending is None:
+                owner._pending = [self]
+            else:
+                owner._pending.append(self)
+
+    # -- the trampoline -----------------------------------------------------
+
+    def _start(self) -> None:
+        """
+        Start a pending body (called by the Coroutine it was created under).
+        """
+        self._unlink_pending()
+        if self._pauses:
+            # Paused before it ever ran: it starts on unpause.
+            self._state = _State.WAITING
+            self._held = None
+            return
+        self._state = _State.RUNNING
+        self._run(None, None)
+
+    def _unlink_pending(self) -> None:
+        """
+        Leave the pending list of the Coroutine this one was created under.
+        """
+        owner = self._owner
+        self._owner = None
+        if owner is not None and owner._pending and self in owner._pending:
+            owner._pending.remove(self)
+
+    def _start_pending(self) -> None:
+        """
+        Start every body created while this one ran, in creation order.
+        """
+        pending = self._pending
+        while pending:
+            pending[0]._start()
+
+    def _run(self, value: object, failure: BaseException | Failure | None) -> None:
+        """
+        Drive the body from its current frame until it suspends or ends.
+
+        @param value: What to send into the innermost frame.
+        @param failure: What to throw into it instead, if not None.
+        """
+        global _running
+        frames = self._frames
+        outer = _running
+        _running = self
+        finished = False
+        try:
+            while True:
+                if not frames:
+                    # A tail call into a Deferred ended the outermost frame:
+                    # its result is the Coroutine's.
+                    finished = True
+                    break
+                body = frames[-1]
+                target: object = _NOTHING
+                try:
+                    if failure is None:
+                        yielded = body.send(value)
+                    elif isinstance(failure, Failure):
+                        yielded = failure.throwExceptionIntoGenerator(body)  # type: ignore[no-untyped-call]
+                    else:
+                        yielded = body.throw(failure)
+                except StopIteration as stop:
+                    frames.pop()
+                    value, failure = stop.value, None
+                    if self._tail_signal is not None:
+                        failure = self._swallowed(body)
+                    elif not frames and isinstance(value, Deferred):
+                        # `return d` from the outermost body: wait for it.
+                        target = value
+                    if self._pending:
+                        self._start_pending()
+                    if target is _NOTHING:
+                        continue
+                except TailCall as signal:
+                    frames.pop()
+                    target = signal._target
+                    signal._target = None
+                    # Drop the traceback and context now: they reference the
+                    # finished frame, whose locals must be freed before the
+                    # next state runs.
+                    signal.__traceback__ = None
+                    signal.__context__ = None
+                    self._tail_signal = None
+                except BaseException as exc:
+                    frames.pop()
+                    value, failure = None, exc
+                    if self._tail_signal is not None:
+                        failure = self._swallowed(body)
+                    if self._pending:
+                        self._start_pending()
+                    continue
+                else:
+                    if self._tail_signal is not None:
+                        frames.pop()
+                        body.close()
+                        value, failure = None, self._swallowed(body)
+                        if self._pending:
+                            self._start_pending()
+                        continue
+                    value, failure, suspend = self._dispatch(yielded, frames)
+                    if suspend:
+                        self._state = _State.WAITING
+                        break
+                    continue
+
+                # A tail call (or a returned Deferred) into `target`.
+                value, failure = None, None
+                if isinstance(target, _BODY_TYPES):
+                    frames.append(target)
+                elif isinstance(target, Coroutine) and target._state is _State.PENDING:
+                    self._adopt(target)
+                elif isinstance(target, Deferred):
+                    if self._pending:
+                        self._start_pending()
+                    value, failure, suspend = self._wait_for(target)
+                    if suspend:
+                        self._state = _State.WAITING
+                        break
+                    continue
+                if self._pending:
+                    self._start_pending()
+                if self._cancel_due:
+                    self._cancel_due = False
+                    failure = CancelledError()
+                    if not frames:
+                        finished = True
+                        break
+                    # The new state has not started: close it so its first
+                    # line never runs, and raise in the frame below, if any.
+                    frames.pop().close()
+                    if not frames:
+                        finished = True
+                        break
+        finally:
+            _running = outer
+        if finished:
+            self._finish(value, failure)
+
+    def _dispatch(
+        self, yielded: object, frames: list[_Body]
+    ) -> tuple[object, BaseException | Failure | None, bool]:
+        """
+        Act on what the innermost frame yielded.
+
+        @return: C{(value, failure, suspend)}: what to send or throw in next,
+            or C{suspend=True} when the engine must return and wait.
+        """
+        if isinstance(yielded, Coroutine) and yielded._state is _State.PENDING:
+            yielded._start()
+        if self._pending:
+            self._start_pending()
+        if isinstance(yielded, Deferred):
+            return self._wait_for(yielded)
+        if isinstance(yielded, _BODY_TYPES):
+            frames.append(yielded)
+            if self._cancel_due:
+                # Cancelled before the nested call began: it never runs.
+                frames.pop()
+                yielded.close()
+                self._cancel_due = False
+                return None, CancelledError(), False
+            if self._pauses:
+                return self._hold(None)
+            return None, None, False
+        if yielded is None:
+            if self._cancel_due:
+                self._cancel_due = False
+                return None, CancelledError(), False
+            if self._pauses:
+                return self._hold(None)
+            return None, None, False
+        return (
+            None,
+            TypeError(
+                f"a coroutine body may yield a Deferred, a Coroutine, a "
+                f"generator or None, not {type(yielded).__name__!r} "
+                f"({yielded!r:.60})"
+            ),
+            False,
+        )
+
+    def _hold(
+        self, result: object
+    ) -> tuple[object, BaseException | Failure | None, bool]:
+        """
+        Keep C{result} until this Coroutine is unpaused, and suspend.
+        """
+        self._held = result
+        return None, None, True
+
+    def _wait_for(
+        self, d: Deferred[Any]
+    ) -> tuple[object, BaseException | Failure | None, bool]:
+        """
+        Make C{d} the one thing this Coroutine waits on.
+
+        @return: As L{_dispatch}: the result at once if C{d} has one and
+            nothing stops us from taking it, else C{suspend=True}.
+        """
+        if self._cancel_due:
+            self._cancel_due = False
+            return None, self._cancel_deferred(d), False
+        if not self._pauses and d.called and not d.paused:
+            # The hot path: already fired, take the result without a
+            # callback (and without recursion).
+            result = d.result
+            if isinstance(result, Failure):
+                d.addErrback(_consume)
+                return None, result, False
+            if not isinstance(result, Deferred):
+                return result, None, False
+        self._waiting = d
+        if self._pauses:
+            # Pause first, so the callback below cannot run before unpause.
+            d.pause()
+            self._paused_wait = d
+        d.addBoth(self._on_fired, d)
+        held = self._held
+        if held is not _NOTHING and not self._pauses:
+            # It fired while we were adding the callback (a chained result).
+            self._held = _NOTHING
+            if isinstance(held, Failure):
+                return None, held, False
+            return held, None, False
+        return None, None, True
+
+    def _on_fired(self, result: object, d: Deferred[Any]) -> object:
+        """
+        The callback on the Deferred being waited on: resume the body.
+        """
+        if d is not self._waiting:
+            # A wait we abandoned (its cancel did not fire it); it is ours
+            # to swallow.
+            return _consume(result)
+        self._waiting = None
+        if self._paused_wait is d:
+            self._paused_wait = None
+        if self._state is not _State.WAITING or self._pauses:
+            self._held = result
+        else:
+            self._resume(result)
+        return _consume(result)
+
+    def _resume(self, result: object) -> None:
+        """
+        Resume the suspended body with the result of what it waited on.
+        """
+        self._state = _State.RUNNING
+        if isinstance(result, Failure):
+            failure: BaseException | Failure | None = result
+            value: object = None
+        else:
+            failure, value = None, result
+        if self._cancel_due:
+            # Cancelled: the body must not run on as if nothing happened,
+            # even if what it waited on succeeded.
+            self._cancel_due = False
+            if failure is None:
+                failure = CancelledError()
+        self._run(value, failure)
+
+    def _adopt(self, child: Coroutine[Any]) -> None:
+        """
+        Take over a pending Coroutine's body as the new innermost frame.
+        """
+        child._unlink_pending()
+        self._frames.append(child._frames.pop())
+        child._state = _State.ADOPTED
+        child._owner = self
+        if self._aliases is None:
+            self._aliases = weakref.WeakSet()
+        self._aliases.add(child)
+
+    def _swallowed(self, body: _Body) -> TailCallSwallowedError:
+        """
+        Build the error for a tail call the body caught and went on from.
+
+        Every remaining frame is closed: the Coroutine fails outright.
+        """
+        signal = self._tail_signal
+        self._tail_signal = None
+        target = signal._target if signal is not None else None
+        _close_target(target)
+        name = getattr(target, "__qualname__", type(target).__name__)
+        while self._frames:
+            self._frames.pop().close()
+        return TailCallSwallowedError(
+            f"{_name(body)}() caught the TailCall raised by "
+            f"noreturn({name}(...)) and went on; re-raise TailCall in bare "
+            f"'except:' / 'except BaseException:' clauses"
+        )
+
+    def _finish(self, value: object, failure: BaseException | Failure | None) -> None:
+        """
+        Fire this Coroutine, and every Coroutine it adopted, with the result.
+        """
+        self._state = _State.FINISHED
+        self._waiting = None
+        aliases = self._aliases
+        self._aliases = None
+        result: object
+        if failure is None:
+            result = value
+        elif isinstance(failure, Failure):
+            result = failure
+        else:
+            result = Failure(failure)  # type: ignore[no-untyped-call]
+        for alias in list(aliases) if aliases else ():
+            alias._state = _State.FINISHED
+            alias._owner = None
+            if isinstance(result, Failure):
+                alias.errback(result)
+            else:
+                alias.callback(result)
+        if isinstance(result, Failure):
+            self.errback(result)
+        else:
+            self.callback(cast(_T, result))
+
+    def _cancel_deferred(self, d: Deferred[Any]) -> BaseException | Failure:
+        """
+        Cancel a Deferred the body handed us after it was cancelled, and say
+        what to throw into the body.
+        """
+        outcome: list[object] = []
+
+        def capture(result: object) -> None:
+            outcome.append(result)
+
+        d.addBoth(capture)
+        try:
+            d.cancel()
+        except BaseException as exc:
+            return exc
+        if outcome and isinstance(outcome[0], Failure):
+            return outcome[0]
+        return CancelledError()
+
+    # -- cancel and pause ---------------------------------------------------
+
+    def cancel(self) -> None:
+        """
+        Stop the body: cancel what it waits on and raise in it.
+
+        The Deferred the body is waiting on is cancelled; if it is a
+        Coroutine, that cascades the same way, so the innermost canceller
+        runs first. Then L{CancelledError} (or whatever failure the cancelled
+        wait produced) is raised at each suspended C{yield}, innermost first,
+        so C{finally} and C{except CancelledError} blocks run inner to outer.
+        A body may catch it and still C{yield} for asynchronous clean-up;
+        uncaught, the Coroutine fails with L{CancelledError}.
+
+        Because L{CancelledError} derives from L{Exception}, a broad handler
+        catches it too; let it through explicitly::
+
+            try:
+                reply = yield backend.lookup(key)
+            except CancelledError:
+                raise
+            except Exception:
+                reply = b"ERR backend unavailable"
+
+        The contract: idempotent (only the first call has an effect); a no-op
+        on a finished Coroutine; allowed from inside the running body, where
+        it takes effect at the body's next C{yield}. Cancelling a paused
+        Coroutine drops its pauses first, so that clean-up can run. An
+        exception raised by clean-up code becomes the Coroutine's failure; it
+        never escapes from C{cancel()}.
+        """
+        state = self._state
+        if state is _State.FINISHED:
+            super().cancel()
+            return
+        if state is _State.ADOPTED:
+            if self._owner is not None:
+                self._owner.cancel()
+            return
+        if self._cancelled:
+            return
+        self._cancelled = True
+        if state is _State.PENDING:
+            self._unlink_pending()
+            self._frames.pop().close()
+            self._drop_pauses()
+            self._finish(None, CancelledError())
+            return
+        self._cancel_due = True
+        if state is _State.RUNNING:
+            # Delivered at the body's next yield.
+            return
+        self._drop_pauses()
+        if self._cancel_delivered():
+            # Unpausing what we waited on resumed the body, which saw the
+            # cancel.
+            return
+        held = self._held
+        if held is not _NOTHING:
+            self._held = _NOTHING
+            self._resume(held)
+            return
+        waiting = self._waiting
+        if waiting is None:
+            return
+        error: BaseException | None = None
+        try:
+            waiting.cancel()
+        except BaseException as exc:
+            error = exc
+        if self._cancel_delivered():
+            # It fired, and the body has already been resumed and told.
+            return
+        if error is None and isinstance(waiting, Coroutine) and not waiting.called:
+            # It is running asynchronous clean-up; wait for it to finish.
+            return
+        # It did not fire (paused by someone else) or its canceller raised:
+        # abandon it and raise in the body now.
+        self._waiting = None
+        if self._paused_wait is waiting:
+            self._paused_wait = None
+        self._cancel_due = False
+        self._state = _State.RUNNING
+        self._run(None, error if error is not None else CancelledError())
+
+    def _cancel_delivered(self) -> bool:
+        """
+        Say whether the body has been resumed since C{cancel()} asked for it.
+
+        (A method rather than a field test so that type checkers do not
+        assume the field kept the value C{cancel()} just gave it.)
+        """
+        return not self._cancel_due
+
+    def _drop_pauses(self) -> None:
+        """
+        Undo every pause this Coroutine made, as C{cancel()} requires.
+        """
+        if self._pauses:
+            self.paused -= self._pauses
+            self._pauses = 0
+        paused_wait = self._paused_wait
+        if paused_wait is not None:
+            self._paused_wait = None
+            paused_wait.unpause()
+
+    def pause(self) -> None:
+        """
+        Stop the body at its current wait until L{unpause} is called.
+
+        Cascades: the Deferred the body is waiting on is paused too (a nested
+        Coroutine stops at its next C{yield}). If what the body waits on
+        fires meanwhile, the result is held until unpaused. Called from
+        inside the running body, it takes effect at the next C{yield}. Pauses
+        count: each needs its own L{unpause}. As for any Deferred, the
+        Coroutine's own callbacks also wait while it is paused.
+        """
+        state = self._state
+        if state is _State.ADOPTED and self._owner is not None:
+            self._owner.pause()
+            return
+        if state is _State.FINISHED:
+            super().pause()
+            return
+        self._pauses += 1
+        super().pause()
+        if self._pauses == 1 and state is _State.WAITING:
+            waiting = self._waiting
+            if waiting is not None and self._paused_wait is None:
+                self._paused_wait = waiting
+                waiting.pause()
+
+    def unpause(self) -> None:
+        """
+        Undo one L{pause}; on the last one, the body goes on.
+
+        Unpauses exactly the Deferred this Coroutine paused, then resumes the
+        body with any result held meanwhile. An C{unpause()} without a
+        matching C{pause()} does nothing.
+        """
+        state = self._state
+        if state is _State.ADOPTED and self._owner is not None:
+            self._owner.unpause()
+            return
+        if not self.paused:
+            return
+        if self._pauses:
+            self._pauses -= 1
+            if not self._pauses and state is not _State.FINISHED:
+                self.paused -= 1
+                paused_wait = self._paused_wait
+                if paused_wait is not None:
+                    self._paused_wait = None
+                    # May fire our callback, which resumes the body.
+                    paused_wait.unpause()
+                elif self._held is not _NOTHING and self._state is _State.WAITING:
+                    held = self._held
+                    self._held = _NOTHING
+                    self._resume(held)
+                return
+        super().unpause()
+
+    # -- introspection ------------------------------------------------------
+
+    def __repr__(self) -> str:
+        """
+        Name the function the body runs now, where, and what it waits on.
+        """
+        state = self._state
+        if state is _State.FINISHED:
+            return super().__repr__()
+        parts = [f"<Coroutine at 0x{id(self):x} {state.value}"]
+        if state is _State.ADOPTED:
+            parts.append(f" into {self._owner!r}")
+        elif self._frames:
+            parts.append(f" in {_describe(self._frames[-1])}")
+            if len(self._frames) > 1:
+                parts.append(f" (called from {_name(self._frames[0])}())")
+        if self._waiting is not None:
+            parts.append(f" waiting on {self._waiting!r}")
+        if self._pauses:
+            parts.append(f" paused({self._pauses})")
+        if self._cancelled:
+            parts.append(" cancelled")
+        parts.append(">")
+        return "".join(parts)
+
+    __str__ = __repr__
+
+
+@overload
+def coroutine(
+    function: Callable[_P, Generator[Any, Any, _T]],
+) -> Callable[_P, Coroutine[_T]]: ...
+
+
+@overload
+def coroutine(
+    function: Callable[_P, _AsyncBody[Any, Any, _T]],
+) -> Callable[_P, Coroutine[_T]]: ...
+
+
+def coroutine(function: Callable[_P, Any]) -> Callable[_P, Coroutine[Any]]:
+    """
+    Decorate a generator function or C{async def} so that calling it runs it
+    as a L{Coroutine}.
+
+    Called from outside any coroutine body, the body starts at once and runs
+    to its first wait; called from inside a body, it starts when that body
+    next yields, returns or makes a tail call (see L{Coroutine}).
+
+    Example::
+
+        @coroutine
+        def relay(source, sink):
+            try:
+                while True:
+                    item = yield source.next_item()
+                    yield sink.put(item)
+            finally:
+                source.close()
+
+    Cancelling the returned Coroutine cancels the pending C{next_item()} or
+    C{put()}, then raises L{CancelledError} at that C{yield}, so the
+    C{finally} block runs.
+
+    @param function: A generator function or C{async def} function.
+    @return: A function with the same signature returning a L{Coroutine}.
+    @raise TypeError: When the decorated function is called, if it returned
+        something other than a generator or coroutine object.
+    """
+    if not callable(function):
+        raise TypeError(f"@coroutine needs a function, not {function!r}")
+
+    @functools.wraps(function)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> Coroutine[Any]:
+        body = function(*args, **kwargs)
+        if not isinstance(body, _BODY_TYPES):
+            raise TypeError(
+                f"@coroutine function {function.__qualname__}() returned "
+                f"{type(body).__name__!r}; it must be a generator function "
+                f"(with a yield) or an async def"
+            )
+        return Coroutine(body)
+
+    return run
+
+
+def noreturn(next_step: _Body | Deferred[Any]) -> NoReturn:
+    """
+    End the current coroutine body at once and continue with C{next_step}: a
+    tail call.
+
+    The current function's C{finally} blocks run and its frame and locals are
+    released before C{next_step} starts; the L{Coroutine} that was running it
+    fires with C{next_step}'s eventual result. A chain of any length of such
+    hand-overs runs in constant stack and memory::
+
+        def greeting(self):
+            name = yield self.read_line()
+            noreturn(self.chatting(name))   # greeting's frame is gone
+
+    @param next_step: A generator or C{async def} coroutine object (call the
+        function, do not decorate it), a Coroutine (a pending one is adopted
+        and runs on this stack), or any Deferred (its result becomes this
+        body's result).
+    @raise TailCall: Always; the engine catches it. Do not catch it yourself
+        (it is a L{BaseException} for that reason).
+    @raise NoreturnOutsideCoroutineError: If called outside a coroutine body,
+        or inside a generator or coroutine that the body runs by itself
+        (C{yield from}, C{await}) rather than through the engine.
+    @raise TypeError: If C{next_step} is none of the above.
+    """
+    engine = _running
+    if not isinstance(next_step, (*_BODY_TYPES, Deferred)):
+        raise TypeError(
+            f"noreturn() takes a generator, a coroutine object or a Deferred, "
+            f"not {type(next_step).__name__!r}; call the next state's "
+            f"function and pass what it returns"
+        )
+    if engine is None or engine._state is not _State.RUNNING or not engine._frames:
+        _close_target(next_step)
+        raise NoreturnOutsideCoroutineError(
+            "noreturn() was called outside a coroutine body; it can only end "
+            "a body run by @coroutine or Coroutine()"
+        )
+    top = _frame_of(engine._frames[-1])
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None and frame is not top:
+        if frame.f_code.co_flags & _SUSPENDABLE_CODE:
+            _close_target(next_step)
+            raise NoreturnOutsideCoroutineError(
+                f"noreturn() was called in {frame.f_code.co_name}(), which "
+                f"runs inside {_name(engine._frames[-1])}() through "
+                f"'yield from' or 'await' rather than as a frame of the "
+                f"engine; write 'yield {frame.f_code.co_name}(...)' in a "
+                f"generator body, or decorate it with @coroutine"
+            )
+        frame = frame.f_back
+    if frame is None:
+        _close_target(next_step)
+        raise NoreturnOutsideCoroutineError(
+            "noreturn() was called outside the running coroutine body (from "
+            "a callback it triggered?); call it in the body itself"
+        )
+    if engine._tail_signal is not None:
+        _close_target(next_step)
+        raise TailCallSwallowedError(
+            "noreturn() was called again after an earlier tail call in this "
+            "body was caught and swallowed; re-raise TailCall in bare "
+            "'except:' / 'except BaseException:' clauses"
+        )
+    signal = TailCall._create(next_step)
+    engine._tail_signal = signal
+    raise signal
