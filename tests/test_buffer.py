@@ -1,0 +1,1017 @@
+"""
+Tests for L{txstateproto._buffer}: the sans-IO receive buffer, its limits, and
+its linear cost under a slow drip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import pairwise
+from typing import SupportsIndex
+from unittest import mock
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from txstateproto import _buffer
+from txstateproto._buffer import ReceiveBuffer
+from txstateproto._errors import LineTooLongError
+
+# Hypothesis runs many examples per test; the shared CI cores are slow and
+# noisy, so wall-clock deadlines would only produce flaky failures.
+_settings = settings(deadline=None, max_examples=300)
+
+
+class _CountingBytearray(bytearray):
+    """
+    A C{bytearray} that counts how many bytes its C{find} calls examine.
+
+    Installed as a buffer's C{_data}, it measures the search work directly, so
+    the linear-cost tests count bytes instead of timing anything.
+    """
+
+    scanned = 0
+    calls = 0
+
+    def find(  # type: ignore[override]
+        self,
+        sub: bytes | int,
+        start: SupportsIndex | None = None,
+        end: SupportsIndex | None = None,
+    ) -> int:
+        """
+        Search as C{bytearray.find} does, adding the window size to C{scanned}.
+        """
+        lo = 0 if start is None else int(start)
+        hi = len(self) if end is None else min(int(end), len(self))
+        self.scanned += max(0, hi - lo)
+        self.calls += 1
+        return super().find(sub, start, end)
+
+
+def _counting_buffer() -> tuple[ReceiveBuffer, _CountingBytearray]:
+    """
+    Make an empty buffer whose array counts the bytes searched.
+
+    @return: The buffer and its counting array.
+    """
+    buf = ReceiveBuffer()
+    data = _CountingBytearray()
+    buf._data = data
+    return buf, data
+
+
+def _chunks(stream: bytes, cuts: list[int]) -> list[bytes]:
+    """
+    Split C{stream} at the given offsets (any order, duplicates allowed).
+
+    @param stream: The bytes to split.
+    @param cuts: Offsets between 0 and C{len(stream)}.
+    @return: The pieces, in order; joined they give C{stream}.
+    """
+    points = [0, *sorted(cuts), len(stream)]
+    return [stream[a:b] for a, b in pairwise(points)]
+
+
+class BasicsTests(SynchronousTestCase):
+    """
+    Appending, length, truth value, repr and clear.
+    """
+
+    def test_new_buffer_is_empty(self) -> None:
+        """
+        A new buffer has length 0 and is false.
+        """
+        buf = ReceiveBuffer()
+        self.assertEqual(len(buf), 0)
+        self.assertFalse(buf)
+
+    def test_append_adds_to_length(self) -> None:
+        """
+        Appended bytes count towards the length and make the buffer true.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abc")
+        buf.append(b"")
+        buf.append(b"de")
+        self.assertEqual(len(buf), 5)
+        self.assertTrue(buf)
+
+    def test_length_excludes_taken_bytes(self) -> None:
+        """
+        Taken bytes no longer count towards the length or truth value.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abc")
+        buf.take_exactly(2)
+        self.assertEqual(len(buf), 1)
+        buf.take_exactly(1)
+        self.assertEqual(len(buf), 0)
+        self.assertFalse(buf)
+
+    def test_repr_shows_buffered_count(self) -> None:
+        """
+        The repr names the number of unread bytes.
+        """
+        buf = ReceiveBuffer()
+        self.assertEqual(repr(buf), "<ReceiveBuffer 0 bytes buffered>")
+        buf.append(b"hello world!")
+        buf.take_exactly(2)
+        self.assertEqual(repr(buf), "<ReceiveBuffer 10 bytes buffered>")
+
+    def test_clear_discards_everything(self) -> None:
+        """
+        Clearing empties the buffer, and it works normally afterwards.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abc\ndef")
+        self.assertEqual(buf.take_until(b"\n", 100), b"abc")
+        self.assertIsNone(buf.take_until(b"\n", 100))
+        buf.clear()
+        self.assertEqual(len(buf), 0)
+        self.assertEqual(buf._data, bytearray())
+        buf.append(b"x\n")
+        self.assertEqual(buf.take_until(b"\n", 100), b"x")
+
+    def test_uses_slots(self) -> None:
+        """
+        The buffer has no instance dictionary, keeping idle connections small.
+        """
+        buf = ReceiveBuffer()
+        self.assertFalse(hasattr(buf, "__dict__"))
+        with self.assertRaises(AttributeError):
+            buf.unexpected = 1  # type: ignore[attr-defined]
+
+
+class TakeUntilTests(SynchronousTestCase):
+    """
+    L{ReceiveBuffer.take_until} returns lines, waits, or raises at the limit.
+    """
+
+    def test_returns_line_and_consumes_delimiter(self) -> None:
+        """
+        The bytes before the delimiter come back and the delimiter is consumed.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"one\r\ntwo\r\nthr")
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"one")
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"two")
+        self.assertIsNone(buf.take_until(b"\r\n", 100))
+        self.assertEqual(buf.take_all(), b"thr")
+
+    def test_result_is_bytes(self) -> None:
+        """
+        The line is a C{bytes} object, not a bytearray or memoryview.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abc\n")
+        self.assertIs(type(buf.take_until(b"\n", 10)), bytes)
+
+    def test_empty_line(self) -> None:
+        """
+        A delimiter at the read offset gives an empty line.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"\n\nx\n")
+        self.assertEqual(buf.take_until(b"\n", 0), b"")
+        self.assertEqual(buf.take_until(b"\n", 0), b"")
+        self.assertEqual(len(buf), 2)
+
+    def test_returns_none_while_waiting(self) -> None:
+        """
+        Without a delimiter and under the limit, nothing is returned or taken.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"partial")
+        self.assertIsNone(buf.take_until(b"\n", 100))
+        self.assertEqual(len(buf), 7)
+
+    def test_delimiter_split_across_appends(self) -> None:
+        """
+        A multi-byte delimiter whose bytes arrive in separate appends is found.
+        """
+        buf = ReceiveBuffer()
+        for piece in (b"ab", b"c\r", b"\n", b"d\r", b"\n\r", b"\n"):
+            buf.append(piece)
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"abc")
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"d")
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"")
+
+    def test_long_delimiter_split_into_single_bytes(self) -> None:
+        """
+        A four-byte delimiter dripped one byte at a time is found once complete.
+        """
+        buf = ReceiveBuffer()
+        for byte in b"head\r\n\r":
+            buf.append(bytes([byte]))
+            self.assertIsNone(buf.take_until(b"\r\n\r\n", 100))
+        buf.append(b"\nbody")
+        self.assertEqual(buf.take_until(b"\r\n\r\n", 100), b"head")
+        self.assertEqual(buf.take_all(), b"body")
+
+    def test_long_line_through_memoryview_copy(self) -> None:
+        """
+        A line above the one-copy threshold comes back intact, and the buffer
+        can grow afterwards (no memoryview is left holding it).
+        """
+        line = bytes(range(256)).replace(b"\n", b"") * 300
+        self.assertGreater(len(line), _buffer._LARGE_COPY)
+        buf = ReceiveBuffer()
+        buf.append(b"x\n" + line + b"\ntail")
+        self.assertEqual(buf.take_until(b"\n", 10**6), b"x")
+        result = buf.take_until(b"\n", 10**6)
+        self.assertIs(type(result), bytes)
+        self.assertEqual(result, line)
+        buf.append(b"more" * 10000)
+        self.assertEqual(len(buf), 4 + 40000)
+
+    def test_empty_delimiter_is_rejected(self) -> None:
+        """
+        An empty delimiter raises L{ValueError}.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abc")
+        with self.assertRaises(ValueError):
+            buf.take_until(b"", 10)
+
+    def test_negative_max_length_is_rejected(self) -> None:
+        """
+        A negative C{max_length} raises L{ValueError}, with or without data.
+        """
+        buf = ReceiveBuffer()
+        with self.assertRaises(ValueError):
+            buf.take_until(b"\n", -1)
+        buf.append(b"\nabc\n")
+        with self.assertRaises(ValueError):
+            buf.take_until(b"\n", -1)
+        self.assertEqual(len(buf), 5)
+
+
+class LineLimitTests(SynchronousTestCase):
+    """
+    L{LineTooLongError} fires exactly when a line is certain to exceed the
+    limit, and consumes nothing.
+    """
+
+    def test_line_of_max_length_is_accepted(self) -> None:
+        """
+        A line of exactly C{max_length} bytes is returned, delimiter arriving
+        late or with it.
+        """
+        for delimiter in (b"\n", b"\r\n"):
+            buf = ReceiveBuffer()
+            buf.append(b"x" * 10)
+            self.assertIsNone(buf.take_until(delimiter, 10))
+            buf.append(delimiter)
+            self.assertEqual(buf.take_until(delimiter, 10), b"x" * 10)
+
+            buf.append(b"y" * 10 + delimiter)
+            self.assertEqual(buf.take_until(delimiter, 10), b"y" * 10)
+
+    def test_one_over_max_length_raises_when_delimiter_arrives_late(self) -> None:
+        """
+        A line of C{max_length + 1} bytes waits while fewer than C{max_length +
+        len(delimiter)} bytes are buffered, then raises when the delimiter
+        arrives.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"x" * 11)
+        self.assertIsNone(buf.take_until(b"\r\n", 10))
+        buf.append(b"\r\n")
+        with self.assertRaises(LineTooLongError) as caught:
+            buf.take_until(b"\r\n", 10)
+        self.assertEqual(caught.exception.limit, 10)
+        self.assertEqual(caught.exception.length, 13)
+        self.assertEqual(len(buf), 13)
+
+    def test_one_over_max_length_with_delimiter_in_same_chunk_raises(self) -> None:
+        """
+        A delimiter that is present but starts after C{max_length} raises.
+        """
+        for delimiter in (b"\n", b"\r\n"):
+            buf = ReceiveBuffer()
+            buf.append(b"x" * 11 + delimiter + b"ok" + delimiter)
+            with self.assertRaises(LineTooLongError):
+                buf.take_until(delimiter, 10)
+            self.assertEqual(buf.take_until(delimiter, 11), b"x" * 11)
+            self.assertEqual(buf.take_until(delimiter, 10), b"ok")
+
+    def test_raises_exactly_when_delimiter_never_arrives(self) -> None:
+        """
+        Dripping bytes without a delimiter returns C{None} up to
+        C{max_length + len(delimiter) - 1} bytes and raises at the next one.
+        """
+        for delimiter in (b"\n", b"\r\n", b"\r\n\r\n"):
+            buf = ReceiveBuffer()
+            threshold = 10 + len(delimiter)
+            for count in range(1, threshold):
+                buf.append(b"x")
+                self.assertIsNone(buf.take_until(delimiter, 10), (delimiter, count))
+            buf.append(b"x")
+            with self.assertRaises(LineTooLongError) as caught:
+                buf.take_until(delimiter, 10)
+            self.assertEqual(caught.exception.length, threshold)
+
+    def test_partial_delimiter_at_limit_still_waits(self) -> None:
+        """
+        A delimiter that could still complete right after C{max_length} bytes
+        keeps the read waiting rather than raising.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"x" * 10 + b"\r")
+        self.assertIsNone(buf.take_until(b"\r\n", 10))
+        buf.append(b"\n")
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"x" * 10)
+
+    def test_error_carries_numbers_and_name(self) -> None:
+        """
+        The error carries the limit, the bytes buffered and the limit's name,
+        and its message names the limit.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"x" * 50)
+        with self.assertRaises(LineTooLongError) as caught:
+            buf.take_until(b"\n", 16, limit_name="max_length")
+        error = caught.exception
+        self.assertEqual(error.limit, 16)
+        self.assertEqual(error.length, 50)
+        self.assertEqual(error.limit_name, "max_length")
+        self.assertIn("max_length=16", str(error))
+
+    def test_default_limit_name(self) -> None:
+        """
+        Without C{limit_name}, the error names C{max_line_length}.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"x" * 5)
+        with self.assertRaises(LineTooLongError) as caught:
+            buf.take_until(b"\n", 2)
+        self.assertEqual(caught.exception.limit_name, "max_line_length")
+        self.assertIn("max_line_length=2", str(caught.exception))
+
+    def test_error_consumes_nothing(self) -> None:
+        """
+        After the error, every byte is still buffered and can be taken.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abcdefgh\nrest")
+        with self.assertRaises(LineTooLongError):
+            buf.take_until(b"\n", 3)
+        self.assertEqual(len(buf), 13)
+        self.assertEqual(buf.take_exactly(4), b"abcd")
+        self.assertEqual(buf.take_until(b"\n", 4), b"efgh")
+
+    def test_huge_buffer_is_scanned_only_up_to_the_limit(self) -> None:
+        """
+        A large buffer without a delimiter costs one scan of C{max_length +
+        len(delimiter)} bytes, not a scan of the whole buffer.
+        """
+        buf, data = _counting_buffer()
+        buf.append(b"x" * 10_000_000)
+        with self.assertRaises(LineTooLongError):
+            buf.take_until(b"\r\n", 1000)
+        self.assertEqual(data.scanned, 1002)
+
+
+class FindTests(SynchronousTestCase):
+    """
+    L{ReceiveBuffer.find} locates a delimiter within a limit without consuming.
+    """
+
+    def test_returns_index_relative_to_unread_start(self) -> None:
+        """
+        The index counts from the first unread byte, and nothing is consumed.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"ab\r\ncd\r\n")
+        self.assertEqual(buf.find(b"\r\n", 100), 2)
+        self.assertEqual(len(buf), 8)
+        buf.take_exactly(4)
+        self.assertEqual(buf.find(b"\r\n", 100), 2)
+
+    def test_not_found_is_minus_one(self) -> None:
+        """
+        A delimiter that is not buffered gives C{-1}.
+        """
+        buf = ReceiveBuffer()
+        self.assertEqual(buf.find(b"\n", 10), -1)
+        buf.append(b"abc")
+        self.assertEqual(buf.find(b"\n", 10), -1)
+
+    def test_limit_is_inclusive(self) -> None:
+        """
+        An occurrence starting at C{limit} is found; one starting after it is
+        not.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abcde\r\n")
+        self.assertEqual(buf.find(b"\r\n", 5), 5)
+        self.assertEqual(buf.find(b"\r\n", 4), -1)
+        self.assertEqual(buf.find(b"\r\n", 5), 5)
+
+    def test_repeated_find_gives_same_index(self) -> None:
+        """
+        Finding twice without taking returns the same index.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"xxxx;yy;")
+        self.assertEqual(buf.find(b";", 10), 4)
+        self.assertEqual(buf.find(b";", 10), 4)
+
+    def test_changing_delimiter_restarts_search(self) -> None:
+        """
+        A search for another delimiter is not misled by the previous search's
+        progress.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"ab;cd;ef")
+        self.assertEqual(buf.find(b"\r\n", 100), -1)
+        self.assertEqual(buf.find(b";", 100), 2)
+        self.assertEqual(buf.find(b"\r\n", 100), -1)
+        buf.append(b"\r\n")
+        self.assertEqual(buf.find(b"\r\n", 100), 8)
+        self.assertEqual(buf.find(b"d;", 100), 4)
+
+    def test_search_index_survives_counted_takes(self) -> None:
+        """
+        Taking bytes without a delimiter does not make the next search rescan
+        what was already searched.
+        """
+        buf, data = _counting_buffer()
+        buf.append(b"x" * 1000)
+        self.assertEqual(buf.find(b"\n", 10**6), -1)
+        self.assertEqual(data.scanned, 1000)
+        buf.take_exactly(10)
+        buf.take_some(10)
+        buf.append(b"y\n")
+        self.assertEqual(buf.find(b"\n", 10**6), 981)
+        self.assertEqual(data.scanned, 1002)
+
+    def test_empty_delimiter_is_rejected(self) -> None:
+        """
+        An empty delimiter raises L{ValueError}.
+        """
+        with self.assertRaises(ValueError):
+            ReceiveBuffer().find(b"", 10)
+
+    def test_negative_limit_is_rejected(self) -> None:
+        """
+        A negative limit raises L{ValueError}.
+        """
+        with self.assertRaises(ValueError):
+            ReceiveBuffer().find(b"\n", -1)
+
+
+class TakeExactlyTests(SynchronousTestCase):
+    """
+    L{ReceiveBuffer.take_exactly} returns a fixed count or nothing.
+    """
+
+    def test_returns_requested_bytes(self) -> None:
+        """
+        The next C{n} bytes come back, as C{bytes}, and are consumed.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abcdef")
+        result = buf.take_exactly(4)
+        self.assertEqual(result, b"abcd")
+        self.assertIs(type(result), bytes)
+        self.assertEqual(buf.take_exactly(2), b"ef")
+        self.assertFalse(buf)
+
+    def test_too_few_bytes_gives_none(self) -> None:
+        """
+        With fewer than C{n} bytes buffered, nothing is returned or consumed.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abc")
+        self.assertIsNone(buf.take_exactly(4))
+        self.assertEqual(len(buf), 3)
+
+    def test_zero_gives_empty_bytes(self) -> None:
+        """
+        Taking zero bytes returns C{b""}, even from an empty buffer.
+        """
+        self.assertEqual(ReceiveBuffer().take_exactly(0), b"")
+
+    def test_negative_is_rejected(self) -> None:
+        """
+        A negative count raises L{ValueError}.
+        """
+        with self.assertRaises(ValueError):
+            ReceiveBuffer().take_exactly(-1)
+
+    def test_large_count(self) -> None:
+        """
+        A count above the one-copy threshold returns the right bytes.
+        """
+        payload = bytes(range(256)) * 1000
+        buf = ReceiveBuffer()
+        buf.append(b"hd" + payload + b"tl")
+        buf.take_exactly(2)
+        self.assertEqual(buf.take_exactly(len(payload)), payload)
+        self.assertEqual(buf.take_all(), b"tl")
+
+
+class TakeSomeTests(SynchronousTestCase):
+    """
+    L{ReceiveBuffer.take_some} returns whatever is there, up to a maximum.
+    """
+
+    def test_returns_at_most_max_bytes(self) -> None:
+        """
+        More buffered than C{max_bytes} gives exactly C{max_bytes}.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abcdef")
+        self.assertEqual(buf.take_some(4), b"abcd")
+        self.assertEqual(len(buf), 2)
+
+    def test_returns_what_is_there(self) -> None:
+        """
+        Less buffered than C{max_bytes} gives all of it.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"ab")
+        result = buf.take_some(100)
+        self.assertEqual(result, b"ab")
+        self.assertIs(type(result), bytes)
+        self.assertFalse(buf)
+
+    def test_empty_gives_none(self) -> None:
+        """
+        An empty buffer gives C{None}.
+        """
+        self.assertIsNone(ReceiveBuffer().take_some(10))
+
+    def test_max_bytes_below_one_is_rejected(self) -> None:
+        """
+        C{max_bytes} of 0 or less raises L{ValueError}.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abc")
+        for bad in (0, -1):
+            with self.assertRaises(ValueError):
+                buf.take_some(bad)
+        self.assertEqual(len(buf), 3)
+
+    def test_large_chunk(self) -> None:
+        """
+        A chunk above the one-copy threshold comes back intact.
+        """
+        payload = bytes(range(256)) * 1000
+        buf = ReceiveBuffer()
+        buf.append(b"h" + payload)
+        buf.take_exactly(1)
+        self.assertEqual(buf.take_some(10**6), payload)
+
+
+class TakeAllTests(SynchronousTestCase):
+    """
+    L{ReceiveBuffer.take_all} empties the buffer.
+    """
+
+    def test_returns_everything_unread(self) -> None:
+        """
+        All unread bytes come back and the buffer is left empty.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abc")
+        buf.append(b"def")
+        buf.take_exactly(1)
+        result = buf.take_all()
+        self.assertEqual(result, b"bcdef")
+        self.assertIs(type(result), bytes)
+        self.assertFalse(buf)
+        self.assertEqual(buf._data, bytearray())
+
+    def test_from_offset_zero(self) -> None:
+        """
+        With nothing taken yet, everything comes back.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abc")
+        self.assertEqual(buf.take_all(), b"abc")
+
+    def test_empty_gives_empty_bytes(self) -> None:
+        """
+        An empty buffer gives C{b""}.
+        """
+        self.assertEqual(ReceiveBuffer().take_all(), b"")
+
+    def test_large_remainder(self) -> None:
+        """
+        A remainder above the one-copy threshold comes back intact.
+        """
+        payload = bytes(range(256)) * 1000
+        buf = ReceiveBuffer()
+        buf.append(b"h" + payload)
+        buf.take_exactly(1)
+        self.assertEqual(buf.take_all(), payload)
+
+
+class PeekTests(SynchronousTestCase):
+    """
+    L{ReceiveBuffer.peek} shows upcoming bytes without consuming them.
+    """
+
+    def test_does_not_consume(self) -> None:
+        """
+        Peeked bytes are still there to be taken.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"*3\r\n")
+        result = buf.peek(1)
+        self.assertEqual(result, b"*")
+        self.assertIs(type(result), bytes)
+        self.assertEqual(buf.take_exactly(2), b"*3")
+        self.assertEqual(buf.peek(10), b"\r\n")
+
+    def test_short_buffer_gives_fewer_bytes(self) -> None:
+        """
+        Peeking past the end returns what there is, possibly nothing.
+        """
+        buf = ReceiveBuffer()
+        self.assertEqual(buf.peek(5), b"")
+        buf.append(b"ab")
+        self.assertEqual(buf.peek(5), b"ab")
+        self.assertEqual(buf.peek(0), b"")
+
+    def test_negative_is_rejected(self) -> None:
+        """
+        A negative count raises L{ValueError}.
+        """
+        with self.assertRaises(ValueError):
+            ReceiveBuffer().peek(-1)
+
+    def test_large_peek(self) -> None:
+        """
+        Peeking above the one-copy threshold returns the right bytes.
+        """
+        payload = bytes(range(256)) * 1000
+        buf = ReceiveBuffer()
+        buf.append(b"h" + payload)
+        buf.take_exactly(1)
+        self.assertEqual(buf.peek(10**6), payload)
+        self.assertEqual(buf.peek(len(payload) - 1), payload[:-1])
+        self.assertEqual(len(buf), len(payload))
+
+
+class CostTests(SynchronousTestCase):
+    """
+    The buffer's work is linear in the bytes received and its memory is
+    bounded, whatever the chunking.
+    """
+
+    def _drip(self, delimiter: bytes, total: int) -> tuple[int, int]:
+        """
+        Append C{total} bytes one at a time, trying C{take_until} after each.
+
+        @param delimiter: The delimiter searched for (never sent).
+        @param total: How many bytes to drip.
+        @return: The bytes examined by all searches, and the number of
+            searches.
+        """
+        buf, data = _counting_buffer()
+        take_until = buf.take_until
+        previous = 0
+        for _ in range(total):
+            buf.append(b"x")
+            self.assertIsNone(take_until(delimiter, 1 << 20))
+            # The resume index only ever moves forward.
+            self.assertGreaterEqual(buf._searched, previous)
+            previous = buf._searched
+        self.assertEqual(len(buf), total)
+        return data.scanned, data.calls
+
+    def test_slow_drip_scans_each_byte_once(self) -> None:
+        """
+        Dripping 200 KB one byte at a time with a one-byte delimiter examines
+        each byte once in all (a rescan would examine about 20 billion).
+        """
+        scanned, calls = self._drip(b"\n", 200_000)
+        self.assertEqual(calls, 200_000)
+        self.assertLessEqual(scanned, 200_000)
+
+    def test_slow_drip_multibyte_delimiter_is_linear(self) -> None:
+        """
+        With a two-byte delimiter, each search re-examines only one byte of
+        overlap, so the total stays under twice the bytes appended.
+        """
+        scanned, _ = self._drip(b"\r\n", 200_000)
+        self.assertLess(scanned, 2 * 200_000)
+
+    def test_resume_across_compaction(self) -> None:
+        """
+        When compaction drops the consumed prefix, the resume index moves with
+        the data, so a pending partial line is neither rescanned nor lost.
+        """
+        buf, data = _counting_buffer()
+        buf.append(b"a" * 20_000 + b"\n" + b"b" * 100)
+        self.assertEqual(buf.take_until(b"\n", 1 << 20), b"a" * 20_000)
+        self.assertIsNone(buf.take_until(b"\n", 1 << 20))
+        before = data.scanned
+        buf.append(b"c\r")
+        # Compacted: the 20001 consumed bytes are gone and the index shifted.
+        self.assertEqual(buf._start, 0)
+        self.assertEqual(len(data), 102)
+        self.assertEqual(buf._searched, 100)
+        buf.append(b"\n")
+        self.assertEqual(buf.take_until(b"\n", 1 << 20), b"b" * 100 + b"c\r")
+        self.assertEqual(data.scanned - before, 3)
+
+    def test_compaction_bounds_the_array(self) -> None:
+        """
+        Appending and taking lines forever does not grow the array beyond a
+        small multiple of what is unread plus the compaction threshold.
+        """
+        buf = ReceiveBuffer()
+        chunk = b"0123456789abcd\r\n" * 64 + b"partial"
+        largest = 0
+        for _ in range(2000):
+            buf.append(chunk)
+            while buf.take_until(b"\r\n", 100) is not None:
+                pass
+            largest = max(largest, len(buf._data))
+        unread = len(buf)
+        self.assertLess(unread, 100)
+        bound = 2 * (unread + len(chunk)) + _buffer._COMPACT_MIN + len(chunk)
+        self.assertLessEqual(largest, bound)
+        # Without compaction the array would hold all 2 MB appended.
+        self.assertLess(largest, len(chunk) * 2000 // 20)
+
+    def test_reads_do_not_compact(self) -> None:
+        """
+        Taking never moves the unread bytes; only the read offset advances.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"x\n" * 50_000)
+        data = buf._data
+        for _ in range(40_000):
+            buf.take_until(b"\n", 10)
+        self.assertIs(buf._data, data)
+        self.assertEqual(len(data), 100_000)
+        self.assertEqual(buf._start, 80_000)
+
+
+_DELIMITERS = [b"\n", b"\r\n", b"\r\n\r\n", b"aa", b"aba"]
+# Few distinct bytes, so delimiters, partial delimiters and self-overlapping
+# matches ("aaa" for b"aa") turn up often.
+_PIECES = st.sampled_from([b"a", b"b", b"\r", b"\n", b"\r\n", b"ab", b"xyz", b""])
+_LINES = st.lists(st.binary(max_size=20) | _PIECES.map(lambda p: p * 3), max_size=20)
+
+
+@contextmanager
+def _tiny_thresholds() -> Iterator[None]:
+    """
+    Make compaction and the one-copy path trigger after a few bytes, so both
+    run on every example.
+    """
+    with mock.patch.multiple(_buffer, _COMPACT_MIN=2, _LARGE_COPY=3):
+        yield
+
+
+_SPLIT_STREAM = {
+    "payloads": _LINES,
+    "tail": st.binary(max_size=10),
+    "delimiter": st.sampled_from(_DELIMITERS),
+    "cut_fractions": st.lists(st.floats(0, 1), max_size=30),
+}
+_SPLIT_STREAM_LIMIT = {
+    **_SPLIT_STREAM,
+    "tail": st.binary(max_size=30),
+    "max_length": st.integers(0, 25),
+}
+
+
+class SplitStreamTests(SynchronousTestCase):
+    """
+    However a stream is chunked, the buffer yields the lines of the unsplit
+    stream.
+    """
+
+    def _check_lines(
+        self,
+        payloads: list[bytes],
+        tail: bytes,
+        delimiter: bytes,
+        cut_fractions: list[float],
+    ) -> None:
+        """
+        Feed the stream in the chunks the cuts give, taking every complete
+        line after each append, and compare with C{bytes.split}.
+        """
+        stream = delimiter.join(payloads) + delimiter + tail
+        *expected, remainder = stream.split(delimiter)
+        cuts = [int(f * len(stream)) for f in cut_fractions]
+        buf = ReceiveBuffer()
+        lines = []
+        for chunk in _chunks(stream, cuts):
+            buf.append(chunk)
+            while (line := buf.take_until(delimiter, len(stream))) is not None:
+                lines.append(line)
+        self.assertEqual(lines, expected)
+        self.assertEqual(buf.take_all(), remainder)
+
+    def _check_limit(
+        self,
+        payloads: list[bytes],
+        tail: bytes,
+        delimiter: bytes,
+        max_length: int,
+        cut_fractions: list[float],
+    ) -> None:
+        """
+        Feed the stream in chunks with a line limit and compare with what the
+        unsplit stream dictates: the lines before the first over-long one
+        (or over-long tail), then L{LineTooLongError}.
+        """
+        stream = delimiter.join(payloads) + delimiter + tail
+        *complete, remainder = stream.split(delimiter)
+        expected: list[bytes] = []
+        must_fail = False
+        for complete_line in complete:
+            if len(complete_line) > max_length:
+                must_fail = True
+                break
+            expected.append(complete_line)
+        else:
+            must_fail = len(remainder) >= max_length + len(delimiter)
+
+        buf = ReceiveBuffer()
+        lines = []
+        failed = False
+        for chunk in _chunks(stream, [int(f * len(stream)) for f in cut_fractions]):
+            buf.append(chunk)
+            try:
+                while (line := buf.take_until(delimiter, max_length)) is not None:
+                    lines.append(line)
+            except LineTooLongError as error:
+                self.assertEqual(error.limit, max_length)
+                self.assertGreaterEqual(error.length, max_length + len(delimiter))
+                self.assertEqual(error.length, len(buf))
+                failed = True
+                break
+        self.assertEqual(lines, expected)
+        self.assertEqual(failed, must_fail)
+
+    @_settings
+    @given(**_SPLIT_STREAM)
+    def test_chunked_stream_gives_unsplit_lines(
+        self,
+        payloads: list[bytes],
+        tail: bytes,
+        delimiter: bytes,
+        cut_fractions: list[float],
+    ) -> None:
+        """
+        Taking every complete line after each append gives exactly the lines
+        that splitting the whole stream gives, and leaves the tail buffered.
+        """
+        self._check_lines(payloads, tail, delimiter, cut_fractions)
+
+    @_settings
+    @given(**_SPLIT_STREAM)
+    def test_chunked_stream_gives_unsplit_lines_while_compacting(
+        self,
+        payloads: list[bytes],
+        tail: bytes,
+        delimiter: bytes,
+        cut_fractions: list[float],
+    ) -> None:
+        """
+        The same holds when compaction and the one-copy path run constantly.
+        """
+        with _tiny_thresholds():
+            self._check_lines(payloads, tail, delimiter, cut_fractions)
+
+    @_settings
+    @given(**_SPLIT_STREAM_LIMIT)
+    def test_chunked_stream_respects_limit(
+        self,
+        payloads: list[bytes],
+        tail: bytes,
+        delimiter: bytes,
+        max_length: int,
+        cut_fractions: list[float],
+    ) -> None:
+        """
+        However the stream is chunked, the lines up to the first over-long one
+        come back and then L{LineTooLongError} is raised, exactly as the
+        unsplit stream dictates.
+        """
+        self._check_limit(payloads, tail, delimiter, max_length, cut_fractions)
+
+    @_settings
+    @given(**_SPLIT_STREAM_LIMIT)
+    def test_chunked_stream_respects_limit_while_compacting(
+        self,
+        payloads: list[bytes],
+        tail: bytes,
+        delimiter: bytes,
+        max_length: int,
+        cut_fractions: list[float],
+    ) -> None:
+        """
+        The same holds when compaction and the one-copy path run constantly.
+        """
+        with _tiny_thresholds():
+            self._check_limit(payloads, tail, delimiter, max_length, cut_fractions)
+
+
+_OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.binary(max_size=12) | _PIECES),
+        st.tuples(st.just("exactly"), st.integers(0, 8)),
+        st.tuples(st.just("some"), st.integers(1, 8)),
+        st.tuples(st.just("until"), st.sampled_from(_DELIMITERS), st.integers(0, 8)),
+        st.tuples(st.just("find"), st.sampled_from(_DELIMITERS), st.integers(0, 8)),
+        st.tuples(st.just("peek"), st.integers(0, 8)),
+        st.tuples(st.just("all")),
+        st.tuples(st.just("clear")),
+    ),
+    max_size=60,
+)
+
+
+class MixedOperationsTests(SynchronousTestCase):
+    """
+    Any sequence of appends and takes behaves like slicing a plain C{bytes}.
+    """
+
+    def _check_model(self, operations: list[tuple[object, ...]]) -> None:
+        """
+        Run the operations on a buffer and on a C{bytes} model, comparing
+        every result and the lengths after each step.
+        """
+        buf = ReceiveBuffer()
+        model = b""
+        for operation in operations:
+            name = operation[0]
+            if name == "append":
+                data = operation[1]
+                assert isinstance(data, bytes)
+                buf.append(data)
+                model += data
+            elif name == "exactly":
+                n = operation[1]
+                assert isinstance(n, int)
+                expected = model[:n] if len(model) >= n else None
+                self.assertEqual(buf.take_exactly(n), expected)
+                if expected is not None:
+                    model = model[n:]
+            elif name == "some":
+                n = operation[1]
+                assert isinstance(n, int)
+                self.assertEqual(buf.take_some(n), model[:n] or None)
+                model = model[n:]
+            elif name in ("until", "find"):
+                delimiter, limit = operation[1], operation[2]
+                assert isinstance(delimiter, bytes)
+                assert isinstance(limit, int)
+                index = model.find(delimiter, 0, limit + len(delimiter))
+                if name == "find":
+                    self.assertEqual(buf.find(delimiter, limit), index)
+                elif index >= 0:
+                    self.assertEqual(buf.take_until(delimiter, limit), model[:index])
+                    model = model[index + len(delimiter) :]
+                elif len(model) >= limit + len(delimiter):
+                    with self.assertRaises(LineTooLongError):
+                        buf.take_until(delimiter, limit)
+                else:
+                    self.assertIsNone(buf.take_until(delimiter, limit))
+            elif name == "peek":
+                n = operation[1]
+                assert isinstance(n, int)
+                self.assertEqual(buf.peek(n), model[:n])
+            elif name == "all":
+                self.assertEqual(buf.take_all(), model)
+                model = b""
+            else:
+                buf.clear()
+                model = b""
+            self.assertEqual(len(buf), len(model))
+            self.assertEqual(bool(buf), bool(model))
+
+    @_settings
+    @given(operations=_OPERATIONS)
+    def test_matches_bytes_model(self, operations: list[tuple[object, ...]]) -> None:
+        """
+        Each operation returns what the same operation on a C{bytes} model
+        returns, and the lengths stay equal.
+        """
+        self._check_model(operations)
+
+    @_settings
+    @given(operations=_OPERATIONS)
+    def test_matches_bytes_model_while_compacting(
+        self, operations: list[tuple[object, ...]]
+    ) -> None:
+        """
+        The model still matches when compaction and the one-copy path run
+        constantly.
+        """
+        with _tiny_thresholds():
+            self._check_model(operations)
