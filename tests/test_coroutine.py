@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import gc
 import sys
-import tracemalloc
 import traceback
+import tracemalloc
 import weakref
 from collections.abc import Generator
 from typing import Any
@@ -1084,7 +1084,7 @@ class PauseTests(SynchronousTestCase):
             basetime = clock.seconds()
             try:
                 while True:
-                    printed.append(int(round(clock.seconds() - basetime)))
+                    printed.append(round(clock.seconds() - basetime))
                     yield sleep(clock, 1.0)
             finally:
                 printed.append("level3")

@@ -201,7 +201,7 @@ def _trap_cancelled(failure: Failure) -> None:
     """
     Swallow the L{CancelledError} of a Coroutine that was never started.
     """
-    failure.trap(CancelledError)  # type: ignore[no-untyped-call]
+    failure.trap(CancelledError)
 
 
 @final
@@ -370,7 +370,7 @@ class Coroutine(Deferred[_T]):
                     if failure is None:
                         yielded = body.send(value)
                     elif isinstance(failure, Failure):
-                        yielded = failure.throwExceptionIntoGenerator(body)  # type: ignore[no-untyped-call]
+                        yielded = failure.throwExceptionIntoGenerator(body)
                     else:
                         yielded = body.throw(failure)
                 except StopIteration as stop:
@@ -618,7 +618,7 @@ class Coroutine(Deferred[_T]):
         elif isinstance(failure, Failure):
             result = failure
         else:
-            result = Failure(failure)  # type: ignore[no-untyped-call]
+            result = Failure(failure)
         for alias in list(aliases) if aliases else ():
             alias._state = _State.FINISHED
             alias._owner = None

@@ -1,0 +1,846 @@
+"""
+L{StateProtocol}: a Twisted protocol whose connection handler is a coroutine
+state machine.
+
+This module ties the transport, the receive buffer and the coroutine engine
+together: reads as cancellable Deferreds satisfied from one buffer in arrival
+order, writes with back-pressure (C{drain}), timers on C{self.clock}, side
+tasks, connection-loss cancel, pause/unpause down to the socket, logging. It
+must not know any framing beyond delimited lines and counted reads (those are
+in L{txstateproto.protocols}), nor twistd and its options.
+
+Flow of bytes
+=============
+
+C{dataReceived} appends to the L{ReceiveBuffer}, then satisfies queued reads
+in order, each in a loop: firing a read resumes the handler synchronously,
+and the handler's next read is usually satisfied from the buffer at once, so
+one chunk holding many messages is handled in one C{dataReceived} with no
+reactor turn per message. Reads issued when nothing is queued try the buffer
+first and return an already-fired Deferred, which the engine takes without a
+callback.
+
+Memory is bounded whatever the peer sends: a pending line read fails as soon
+as the buffer holds more than the limit without the delimiter, and when no
+read can consume what is buffered (the handler is busy on a sub-request),
+reading from the transport is paused once the buffer passes
+C{receive_high_water}, so TCP flow control pushes back on the peer.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Coroutine as _AsyncBody
+from collections.abc import Generator
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer, interfaces, task
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from txstateproto._buffer import ReceiveBuffer
+from txstateproto._coroutine import Coroutine
+from txstateproto._errors import (
+    EndOfStreamError,
+    FrameTooLongError,
+    ProtocolError,
+)
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+
+__all__ = ["ConnectionState", "StateProtocol"]
+
+_log = Logger(namespace="txstateproto")
+
+
+class ConnectionState(Enum):
+    """
+    Where a L{StateProtocol}'s connection is in its life.
+    """
+
+    #: Not connected yet: C{connectionMade} has not run.
+    NOT_CONNECTED = "not connected"
+    #: Connected; bytes flow both ways.
+    CONNECTED = "connected"
+    #: The peer shut its write side (half-close); we may still write.
+    PEER_CLOSED = "peer closed"
+    #: The connection is gone; C{disconnect_reason} says why.
+    CLOSED = "closed"
+
+
+class _Kind(Enum):
+    """
+    What a queued read is waiting for.
+    """
+
+    #: Bytes up to a delimiter (C{read_line}, C{read_until}).
+    UNTIL = "until"
+    #: A fixed count of bytes (C{read_exactly}).
+    EXACTLY = "exactly"
+    #: Whatever is buffered, at most a count (C{read_some}).
+    SOME = "some"
+
+
+class _Read:
+    """
+    A read that the buffer could not satisfy yet.
+    """
+
+    __slots__ = (
+        "_queue",
+        "deferred",
+        "delimiter",
+        "kind",
+        "limit_name",
+        "size",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        kind: _Kind,
+        size: int,
+        delimiter: bytes,
+        limit_name: str,
+    ) -> None:
+        self.kind = kind
+        self.size = size
+        self.delimiter = delimiter
+        self.limit_name = limit_name
+        self.deferred: Deferred[bytes] = Deferred(self._cancel)
+        self.timer: IDelayedCall | None = None
+        self._queue: collections.deque[_Read] | None = None
+
+    def _cancel(self, _: Deferred[bytes]) -> None:
+        # Leave the queue so that later bytes go to the next reader.
+        self._remove()
+
+    def _remove(self) -> None:
+        queue = self._queue
+        if queue is not None:
+            self._queue = None
+            queue.remove(self)
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            if timer.active():
+                timer.cancel()
+
+
+@implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
+class StateProtocol(Protocol):
+    """
+    A protocol whose connection handler is a coroutine state machine.
+
+    Subclass it and write C{start()}, a generator (or C{async def}) that
+    reads as if it were blocking and hands over to the next state with
+    L{noreturn}::
+
+        class Greeter(StateProtocol):
+            def start(self):
+                self.write_line(b"HELLO")
+                name = yield self.read_line(timeout=30)
+                noreturn(self.chatting(name))
+
+            def chatting(self, name):
+                while True:
+                    line = yield self.read_line()
+                    if line == b"QUIT":
+                        return
+                    self.write_line(b"you said: " + line)
+
+    Serve it with C{Factory.forProtocol(Greeter)} on any endpoint, or use it
+    as a client with C{connectProtocol(endpoint, Greeter())}.
+
+    C{start()} runs as a L{Coroutine} (L{conversation}) from
+    C{connectionMade}. When it returns, queued writes are flushed and the
+    connection is closed. If it raises, the failure is logged once and the
+    connection closed (a L{ProtocolError} is logged as a warning, not a
+    crash). Losing the connection cancels the conversation, cascading
+    through whatever it waits on; the resulting L{CancelledError} is expected
+    and not logged.
+
+    Limits and knobs, overridable on a subclass or an instance:
+
+    @cvar delimiter: The line delimiter for L{read_line} and L{write_line}.
+    @cvar max_line_length: The longest line L{read_line} accepts, without the
+        delimiter; a longer one raises L{LineTooLongError}.
+    @cvar max_frame_size: The largest count L{read_exactly} accepts; a larger
+        one raises L{FrameTooLongError} before anything is buffered for it.
+    @cvar receive_high_water: Once this many bytes are buffered and no read
+        can consume them, reading from the transport is paused until reads
+        bring the buffer under it again.
+    @cvar idle_timeout: Seconds without receiving a byte after which the
+        connection is closed, or C{None} (the default) for no limit.
+    @cvar half_close: If true, the peer shutting its write side does not
+        close the connection: reads that the buffer cannot satisfy raise
+        L{EndOfStreamError} and writes still work. If false (the default),
+        it closes the connection as usual.
+
+    @ivar clock: The L{IReactorTime} used by L{sleep}, read timeouts and the
+        idle timeout. Defaults to the global reactor; tests set a
+        L{twisted.internet.task.Clock}.
+    @ivar conversation: The L{Coroutine} running C{start()}, or C{None}
+        before the connection is made. Wait on it, or pause or cancel it
+        (see L{pause} to also stop reading from the socket).
+    @ivar disconnect_reason: The L{Failure} passed to C{connectionLost}, or
+        C{None} while connected.
+    @ivar state: The L{ConnectionState}.
+    """
+
+    delimiter: bytes = b"\r\n"
+    max_line_length: int = 16384
+    max_frame_size: int = 16 * 1024 * 1024
+    receive_high_water: int = 256 * 1024
+    idle_timeout: float | None = None
+    half_close: bool = False
+
+    conversation: Coroutine[Any] | None = None
+    disconnect_reason: Failure | None = None
+    state: ConnectionState = ConnectionState.NOT_CONNECTED
+
+    _clock: interfaces.IReactorTime | None = None
+
+    def __init__(self) -> None:
+        self._buffer = ReceiveBuffer()
+        self._reads: collections.deque[_Read] = collections.deque()
+        self._satisfying = False
+        self._drains: list[Deferred[None]] = []
+        self._write_paused = False
+        self._user_paused = 0
+        self._buffer_paused = False
+        self._reading_paused = False
+        self._tasks: set[Coroutine[Any]] = set()
+        self._closed_waiters: list[Deferred[None]] = []
+        self._idle_timer: IDelayedCall | None = None
+        self._last_received = 0.0
+        self._producer_registered = False
+
+    # -- configuration ------------------------------------------------------
+
+    @property
+    def clock(self) -> interfaces.IReactorTime:
+        """
+        The clock for timers: the reactor unless set (tests set a C{Clock}).
+        """
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = reactor
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: interfaces.IReactorTime) -> None:
+        self._clock = clock
+
+    # -- the handler --------------------------------------------------------
+
+    def start(
+        self,
+    ) -> Generator[Any, Any, Any] | _AsyncBody[Any, Any, Any] | Deferred[Any]:
+        """
+        The initial state of the conversation; override it.
+
+        Write it as a generator (C{yield} Deferreds) or an C{async def}
+        (C{await} them), or return a L{Coroutine}. When it ends, the
+        connection is closed after queued writes are flushed.
+
+        @return: The body to run.
+        """
+        raise NotImplementedError(
+            f"{type(self).__qualname__} must define start(), the first state "
+            f"of the conversation"
+        )
+
+    # -- Twisted's protocol hooks -------------------------------------------
+
+    def connectionMade(self) -> None:
+        """
+        Register as the transport's producer, start the idle timer, and run
+        C{start()} as the L{conversation}.
+        """
+        self.state = ConnectionState.CONNECTED
+        transport = self.transport
+        assert transport is not None
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self._producer_registered = True
+        if self.idle_timeout is not None:
+            self._last_received = self.clock.seconds()
+            self._idle_timer = self.clock.callLater(self.idle_timeout, self._idle_check)
+        try:
+            body = self.start()
+            conversation = body if isinstance(body, Coroutine) else None
+            if conversation is None:
+                if isinstance(body, Deferred):
+                    conversation = Coroutine(_wait(body))
+                else:
+                    conversation = Coroutine(body)
+        except Exception:
+            self._log_crash(Failure(), "start()")
+            self._close()
+            return
+        self.conversation = conversation
+        conversation.addBoth(self._conversation_ended)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Buffer C{data} and satisfy the queued reads it completes, in order.
+        """
+        self._buffer.append(data)
+        if self._idle_timer is not None:
+            self._last_received = self.clock.seconds()
+        if self._reads and not self._satisfying:
+            self._satisfy()
+        if not self._buffer_paused and len(self._buffer) > self.receive_high_water:
+            self._check_buffer_pressure()
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer shut its write side: fail reads that cannot be satisfied, or
+        close, depending on L{half_close}.
+        """
+        if not self.half_close:
+            self._close()
+            return
+        self.state = ConnectionState.PEER_CLOSED
+        if self._reads and not self._satisfying:
+            self._satisfy()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our write side was shut; nothing to do (part of half-close).
+        """
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Record why, cancel the conversation and side tasks (cascading), and
+        leave no timer or producer registration behind.
+        """
+        self.state = ConnectionState.CLOSED
+        self.disconnect_reason = reason
+        timer = self._idle_timer
+        if timer is not None:
+            self._idle_timer = None
+            if timer.active():
+                timer.cancel()
+        if self._producer_registered:
+            self._producer_registered = False
+            transport = self.transport
+            if transport is not None:
+                transport.unregisterProducer()  # type: ignore[attr-defined]
+        conversation = self.conversation
+        if conversation is not None:
+            conversation.cancel()
+        for spawned in list(self._tasks):
+            spawned.cancel()
+        while self._reads:
+            read = self._reads[0]
+            read._remove()
+            read.deferred.errback(reason)
+        drains, self._drains = self._drains, []
+        for d in drains:
+            d.errback(reason)
+        if conversation is None or conversation.called:
+            self._fire_closed()
+
+    # -- IPushProducer: the transport tells us its send buffer is full -------
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's send buffer is full: L{drain} will wait.
+        """
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        """
+        The transport's send buffer has drained: fire waiting L{drain}s.
+        """
+        self._write_paused = False
+        drains, self._drains = self._drains, []
+        for d in drains:
+            d.callback(None)
+
+    def stopProducing(self) -> None:
+        """
+        The transport is going away; C{connectionLost} does the clean-up.
+        """
+
+    # -- reads ----------------------------------------------------------------
+
+    def read_line(self, timeout: float | None = None) -> Deferred[bytes]:
+        """
+        Read the next line, without its delimiter.
+
+        @param timeout: Seconds to wait, or C{None} for no limit.
+        @return: A Deferred firing with the line. Cancelling it removes the
+            read; nothing is consumed from the buffer.
+        @raise LineTooLongError: (as the Deferred's failure) If more than
+            C{max_line_length} bytes arrive without the delimiter.
+        @raise twisted.internet.defer.TimeoutError: (as the failure) If no
+            full line arrives within C{timeout}.
+        @raise EndOfStreamError: (as the failure) If the peer half-closed
+            before a full line arrived (only with L{half_close}).
+        """
+        return self._read(
+            _Kind.UNTIL,
+            self.max_line_length,
+            self.delimiter,
+            "max_line_length",
+            timeout,
+        )
+
+    def read_until(
+        self,
+        separator: bytes,
+        max_length: int | None = None,
+        timeout: float | None = None,
+    ) -> Deferred[bytes]:
+        """
+        Read up to the next C{separator}, which is consumed but not returned.
+
+        @param separator: The bytes to look for (not empty).
+        @param max_length: The most bytes allowed before the separator;
+            defaults to C{max_line_length}.
+        @param timeout: Seconds to wait, or C{None} for no limit.
+        @return: A Deferred firing with the bytes before the separator.
+        @raise LineTooLongError: (as the failure) If C{max_length} is
+            exceeded; its C{limit_name} is C{"max_length"}.
+        @raise ValueError: At once, if C{separator} is empty.
+        """
+        if not separator:
+            raise ValueError("read_until() needs a non-empty separator")
+        if max_length is None:
+            max_length = self.max_line_length
+        return self._read(_Kind.UNTIL, max_length, separator, "max_length", timeout)
+
+    def read_exactly(self, n: int, timeout: float | None = None) -> Deferred[bytes]:
+        """
+        Read exactly C{n} bytes.
+
+        @param n: How many bytes; at most C{max_frame_size}.
+        @param timeout: Seconds to wait, or C{None} for no limit.
+        @return: A Deferred firing with C{n} bytes.
+        @raise FrameTooLongError: (as the failure) If C{n} exceeds
+            C{max_frame_size}; nothing is buffered for it.
+        @raise ValueError: At once, if C{n} is negative.
+        """
+        if n < 0:
+            raise ValueError(f"read_exactly() needs a count >= 0, not {n}")
+        if n > self.max_frame_size:
+            return fail(FrameTooLongError(self.max_frame_size, n))
+        return self._read(_Kind.EXACTLY, n, b"", "max_frame_size", timeout)
+
+    def read_some(
+        self, max_bytes: int = 65536, timeout: float | None = None
+    ) -> Deferred[bytes]:
+        """
+        Read whatever is buffered (at most C{max_bytes}), or the next chunk.
+
+        @param max_bytes: The most bytes to return (at least 1).
+        @param timeout: Seconds to wait, or C{None} for no limit.
+        @return: A Deferred firing with 1 to C{max_bytes} bytes.
+        @raise ValueError: At once, if C{max_bytes} is below 1.
+        """
+        if max_bytes < 1:
+            raise ValueError(f"read_some() needs max_bytes >= 1, not {max_bytes}")
+        return self._read(_Kind.SOME, max_bytes, b"", "max_bytes", timeout)
+
+    def _read(
+        self,
+        kind: _Kind,
+        size: int,
+        delimiter: bytes,
+        limit_name: str,
+        timeout: float | None,
+    ) -> Deferred[bytes]:
+        """
+        Satisfy a read from the buffer at once, or queue it.
+        """
+        if not self._reads:
+            # The hot path: nothing queued ahead of us, try the buffer.
+            try:
+                data = self._take(kind, size, delimiter, limit_name)
+            except ProtocolError as e:
+                return fail(e)
+            if data is not None:
+                if self._buffer_paused:
+                    self._check_buffer_pressure()
+                return succeed(data)
+            if self.state is not ConnectionState.CONNECTED:
+                return fail(self._not_readable(kind, size))
+        read = _Read(kind, size, delimiter, limit_name)
+        read._queue = self._reads
+        self._reads.append(read)
+        if timeout is not None:
+            read.timer = self.clock.callLater(
+                timeout, self._read_timed_out, read, timeout
+            )
+        if self._buffer_paused:
+            # A read that needs more than is buffered may lift the pause.
+            self._check_buffer_pressure()
+        return read.deferred
+
+    def _take(
+        self, kind: _Kind, size: int, delimiter: bytes, limit_name: str
+    ) -> bytes | None:
+        """
+        Take what a read wants from the buffer, or None if not there yet.
+        """
+        buffer = self._buffer
+        if kind is _Kind.UNTIL:
+            return buffer.take_until(delimiter, size, limit_name)
+        if kind is _Kind.EXACTLY:
+            return buffer.take_exactly(size)
+        return buffer.take_some(size)
+
+    def _not_readable(self, kind: _Kind, size: int) -> Exception:
+        """
+        The error for a read that can never be satisfied: end of stream, or
+        the connection is gone.
+        """
+        if self.state is ConnectionState.PEER_CLOSED:
+            return EndOfStreamError(
+                self._buffer.take_all(), size if kind is _Kind.EXACTLY else None
+            )
+        reason = self.disconnect_reason
+        if reason is not None and isinstance(reason.value, Exception):
+            return reason.value
+        return ConnectionDone("the connection is not open")
+
+    def _satisfy(self) -> None:
+        """
+        Fire queued reads, in order, while the buffer satisfies the first.
+        """
+        self._satisfying = True
+        reads = self._reads
+        try:
+            while reads:
+                read = reads[0]
+                try:
+                    data = self._take(
+                        read.kind, read.size, read.delimiter, read.limit_name
+                    )
+                except ProtocolError as e:
+                    read._remove()
+                    read.deferred.errback(e)
+                    continue
+                if data is None:
+                    if self.state is ConnectionState.PEER_CLOSED:
+                        read._remove()
+                        read.deferred.errback(self._not_readable(read.kind, read.size))
+                        continue
+                    break
+                read._remove()
+                # Resumes the handler, which may read again at once (from
+                # the buffer) or queue another read, picked up by this loop.
+                read.deferred.callback(data)
+        finally:
+            self._satisfying = False
+        if self._buffer_paused:
+            self._check_buffer_pressure()
+
+    def _read_timed_out(self, read: _Read, timeout: float) -> None:
+        """
+        Fail a read that waited too long.
+        """
+        read.timer = None
+        read._remove()
+        read.deferred.errback(
+            defer.TimeoutError(f"read timed out after {timeout} seconds")
+        )
+
+    # -- back-pressure on the receive side ------------------------------------
+
+    def _check_buffer_pressure(self) -> None:
+        """
+        Pause reading while too much is buffered for the reads in hand.
+        """
+        needed = self.receive_high_water
+        if self._reads:
+            head = self._reads[0]
+            if head.kind is _Kind.EXACTLY:
+                needed = max(needed, head.size)
+            elif head.kind is _Kind.UNTIL:
+                needed = max(needed, head.size + len(head.delimiter))
+        full = len(self._buffer) > needed
+        if full != self._buffer_paused:
+            self._buffer_paused = full
+            self._apply_reading_pause()
+
+    def _apply_reading_pause(self) -> None:
+        """
+        Pause or resume reading from the transport to match our reasons.
+        """
+        should_pause = bool(self._user_paused) or self._buffer_paused
+        if should_pause == self._reading_paused:
+            return
+        if self.state is ConnectionState.CLOSED or self.transport is None:
+            return
+        self._reading_paused = should_pause
+        if should_pause:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        else:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    # -- writes ---------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """
+        Queue C{data} for sending. Writes after the connection is lost are
+        dropped, as Twisted's transports do.
+        """
+        transport = self.transport
+        if transport is not None:
+            transport.write(data)
+
+    def write_line(self, line: bytes) -> None:
+        """
+        Queue C{line} followed by L{delimiter}.
+        """
+        transport = self.transport
+        if transport is not None:
+            transport.writeSequence((line, self.delimiter))
+
+    def drain(self) -> Deferred[None]:
+        """
+        Wait until the transport's send buffer is below its low-water mark.
+
+        Use it between large writes so that a slow reader on the other end
+        throttles the handler instead of growing our memory::
+
+            for chunk in chunks:
+                self.write(chunk)
+                yield self.drain()
+
+        @return: A Deferred firing with C{None} at once if the transport is
+            accepting writes, otherwise when it is. Cancelling it is safe.
+        @raise twisted.internet.error.ConnectionDone: (or whatever the
+            connection was lost with, as the failure) If the connection is
+            gone, since queued bytes can no longer be sent.
+        """
+        if self.state is ConnectionState.CLOSED:
+            reason = self.disconnect_reason
+            return fail(reason if reason is not None else ConnectionDone())
+        if not self._write_paused:
+            return succeed(None)
+        drains = self._drains
+
+        def cancel(d: Deferred[None]) -> None:
+            if d in drains:
+                drains.remove(d)
+
+        d: Deferred[None] = Deferred(cancel)
+        drains.append(d)
+        return d
+
+    # -- time, side tasks, pause ----------------------------------------------
+
+    def sleep(self, seconds: float) -> Deferred[None]:
+        """
+        Wait C{seconds} on L{clock}.
+
+        @return: A Deferred firing with C{None}; cancelling it cancels the
+            timer, so a cancelled conversation leaves no DelayedCall behind.
+        """
+        return task.deferLater(self.clock, seconds, lambda: None)
+
+    def spawn(
+        self,
+        body: Generator[Any, Any, Any] | _AsyncBody[Any, Any, Any] | Coroutine[Any],
+    ) -> Coroutine[Any]:
+        """
+        Run a side task tied to this connection (a heartbeat, a second reader).
+
+        It is cancelled, cascading, when the connection is lost or the main
+        conversation ends. If it fails (other than by that cancel), the
+        failure is logged and the connection is closed.
+
+        @param body: A generator or coroutine object, or a L{Coroutine}.
+        @return: The side task's L{Coroutine}.
+        """
+        spawned = body if isinstance(body, Coroutine) else Coroutine(body)
+        if spawned.called:
+            spawned.addErrback(self._task_failed, spawned)
+            return spawned
+        self._tasks.add(spawned)
+        spawned.addBoth(self._task_ended, spawned)
+        return spawned
+
+    def pause(self) -> None:
+        """
+        Pause the conversation and stop reading from the transport, so TCP
+        flow control pushes back on the peer.
+
+        Cascades into whatever the conversation waits on (see
+        L{Coroutine.pause}). Each call needs a matching L{unpause}.
+        """
+        self._user_paused += 1
+        if self.conversation is not None:
+            self.conversation.pause()
+        self._apply_reading_pause()
+
+    def unpause(self) -> None:
+        """
+        Undo one L{pause}; on the last, resume reading and the conversation.
+        """
+        if not self._user_paused:
+            return
+        self._user_paused -= 1
+        self._apply_reading_pause()
+        if self.conversation is not None:
+            self.conversation.unpause()
+
+    def when_closed(self) -> Deferred[None]:
+        """
+        Wait until the connection is closed and the conversation has ended
+        (its clean-up included).
+
+        @return: A Deferred firing with C{None}.
+        """
+        d: Deferred[None] = Deferred()
+        if self.state is ConnectionState.CLOSED and (
+            self.conversation is None or self.conversation.called
+        ):
+            d.callback(None)
+        else:
+            self._closed_waiters.append(d)
+        return d
+
+    # -- endings ----------------------------------------------------------------
+
+    def _conversation_ended(self, result: object) -> object:
+        """
+        The conversation is over: log a failure, end side tasks, close.
+
+        Successful results pass through to callbacks added later; failures
+        are consumed here, having been logged (or being the expected cancel
+        of a lost connection).
+        """
+        if isinstance(result, Failure):
+            if result.check(CancelledError) and self.state is ConnectionState.CLOSED:
+                pass  # The expected end of a lost connection.
+            elif result.check(ProtocolError):
+                _log.warn(
+                    "{protocol} closing connection with {peer}: {error}",
+                    protocol=type(self).__qualname__,
+                    peer=self._peer(),
+                    error=result.getErrorMessage(),
+                )
+            elif not result.check(CancelledError):
+                self._log_crash(result, "conversation")
+        for spawned in list(self._tasks):
+            spawned.cancel()
+        self._close()
+        if self.state is ConnectionState.CLOSED:
+            self._fire_closed()
+        return None if isinstance(result, Failure) else result
+
+    def _task_ended(self, result: object, spawned: Coroutine[Any]) -> None:
+        """
+        A side task ended: forget it, and close on an unexpected failure.
+        """
+        self._tasks.discard(spawned)
+        if isinstance(result, Failure):
+            self._task_failed(result, spawned)
+
+    def _task_failed(self, failure: Failure, spawned: Coroutine[Any]) -> None:
+        """
+        Log a side task's failure and close the connection.
+        """
+        if failure.check(CancelledError):
+            return
+        self._log_crash(failure, f"side task {spawned!r}")
+        self._close()
+
+    def _log_crash(self, failure: Failure, what: str) -> None:
+        """
+        Log an unexpected failure once, with the protocol and the peer.
+        """
+        _log.failure(
+            "{protocol} {what} with {peer} failed",
+            failure=failure,
+            protocol=type(self).__qualname__,
+            what=what,
+            peer=self._peer(),
+        )
+
+    def _close(self) -> None:
+        """
+        Close the connection after queued writes are flushed.
+        """
+        transport = self.transport
+        if transport is None or self.state is ConnectionState.CLOSED:
+            return
+        if self._producer_registered:
+            # A transport with a registered producer waits for it to be
+            # unregistered before it closes.
+            self._producer_registered = False
+            transport.unregisterProducer()  # type: ignore[attr-defined]
+        transport.loseConnection()
+
+    def _fire_closed(self) -> None:
+        """
+        Fire L{when_closed} waiters.
+        """
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _idle_check(self) -> None:
+        """
+        Close the connection if nothing arrived for C{idle_timeout} seconds.
+        """
+        timeout = self.idle_timeout
+        if timeout is None or self.state is ConnectionState.CLOSED:
+            self._idle_timer = None
+            return
+        elapsed = self.clock.seconds() - self._last_received
+        if elapsed >= timeout:
+            self._idle_timer = None
+            _log.info(
+                "{protocol} closing connection with {peer}: idle for {timeout} s",
+                protocol=type(self).__qualname__,
+                peer=self._peer(),
+                timeout=timeout,
+            )
+            self._close()
+            return
+        # Bytes arrived meanwhile: sleep the remainder instead of resetting
+        # the timer on every chunk, which is the hot path.
+        self._idle_timer = self.clock.callLater(timeout - elapsed, self._idle_check)
+
+    def _peer(self) -> object:
+        """
+        The peer's address for logs, or a placeholder.
+        """
+        transport = self.transport
+        if transport is None:
+            return "<no transport>"
+        try:
+            return transport.getPeer()
+        except Exception:
+            return "<unknown peer>"
+
+    def __repr__(self) -> str:
+        """
+        Name the class, the peer, the state, buffered bytes and the
+        conversation.
+        """
+        peer = self._peer() if self.transport is not None else None
+        return (
+            f"<{type(self).__qualname__} peer={peer} state={self.state.value} "
+            f"buffered={len(self._buffer)} conversation={self.conversation!r}>"
+        )
+
+
+def _wait(d: Deferred[Any]) -> Generator[Any, Any, Any]:
+    """
+    A body that waits for a Deferred that C{start()} returned.
+    """
+    return (yield d)
