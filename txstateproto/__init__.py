@@ -16,9 +16,11 @@ from txstateproto._errors import (
     ProtocolError,
     TailCallSwallowedError,
 )
+from txstateproto._protocol import ConnectionState, StateProtocol
 from txstateproto._version import __version__
 
 __all__ = [
+    "ConnectionState",
     "Coroutine",
     "CoroutineMisuseError",
     "EndOfStreamError",
@@ -27,9 +29,18 @@ __all__ = [
     "LineTooLongError",
     "NoreturnOutsideCoroutineError",
     "ProtocolError",
+    "StateProtocol",
     "TailCall",
     "TailCallSwallowedError",
     "__version__",
     "coroutine",
     "noreturn",
 ]
+
+# Tracebacks and reprs name the public path (txstateproto.Coroutine), not the
+# private module that happens to define the object.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("txstateproto._"):
+        _obj.__module__ = __name__
+del _name, _obj
