@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## run: start the demo (the twistd echo server once the plugin exists)
+## run: start the echo server on port $(PORT) in the foreground
 run: $(STAMP)
-	$(BIN)/python -m txstateproto.demo
+	$(BIN)/twistd --pidfile= -n stateproto --listen tcp:$(PORT)
 
 ## test: lint, type-check and run the whole test suite
 test: $(STAMP) lint typecheck
