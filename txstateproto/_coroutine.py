@@ -95,6 +95,7 @@ _P = ParamSpec("_P")
 _Body = Generator[Any, Any, Any] | _AsyncBody[Any, Any, Any]
 
 _BODY_TYPES = (types.GeneratorType, types.CoroutineType)
+_STEP_TYPES = frozenset(_BODY_TYPES)
 
 # Code flags of functions whose frames the engine does not drive itself when
 # they run nested inside a body through `yield from` or `await`.
@@ -139,6 +140,10 @@ class _State(Enum):
     FINISHED = "finished"
     #: Merged into the Coroutine that tail-called it; fires with its result.
     ADOPTED = "adopted"
+
+
+# Module constant: an enum attribute lookup costs more on the tail-call path.
+_RUNNING = _State.RUNNING
 
 
 def _consume(result: object) -> object:
@@ -237,14 +242,9 @@ class TailCall(BaseException):
             "inside a coroutine body instead"
         )
 
-    @classmethod
-    def _create(cls, target: object) -> TailCall:
-        """
-        Make the signal for a tail call into C{target}.
-        """
-        signal = cls.__new__(cls)
-        signal._target = target
-        return signal
+
+# Makes the signal without the constructor that refuses the public.
+_new_signal = TailCall.__new__
 
 
 @final
@@ -898,6 +898,53 @@ def coroutine(function: Callable[_P, Any]) -> Callable[_P, Coroutine[Any]]:
     return run
 
 
+def _check_noreturn(
+    engine: Coroutine[Any] | None, next_step: object, frame: types.FrameType | None
+) -> None:
+    """
+    Validate a L{noreturn} call that is not the common case, raising the
+    error that explains what is wrong (or returning if it is fine after all,
+    as for a plain helper function called by the body).
+    """
+    if not isinstance(next_step, (*_BODY_TYPES, Deferred)):
+        raise TypeError(
+            f"noreturn() takes a generator, a coroutine object or a Deferred, "
+            f"not {type(next_step).__name__!r}; call the next state's "
+            f"function and pass what it returns"
+        )
+    if engine is None or engine._state is not _RUNNING or not engine._frames:
+        _close_target(next_step)
+        raise NoreturnOutsideCoroutineError(
+            "noreturn() was called outside a coroutine body; it can only end "
+            "a body run by @coroutine or Coroutine()"
+        )
+    if engine._tail_signal is not None:
+        _close_target(next_step)
+        raise TailCallSwallowedError(
+            "noreturn() was called again after an earlier tail call in this "
+            "body was caught and swallowed; re-raise TailCall in bare "
+            "'except:' / 'except BaseException:' clauses"
+        )
+    top = _frame_of(engine._frames[-1])
+    while frame is not None and frame is not top:
+        if frame.f_code.co_flags & _SUSPENDABLE_CODE:
+            _close_target(next_step)
+            raise NoreturnOutsideCoroutineError(
+                f"noreturn() was called in {frame.f_code.co_name}(), which "
+                f"runs inside {_name(engine._frames[-1])}() through "
+                f"'yield from' or 'await' rather than as a frame of the "
+                f"engine; write 'yield {frame.f_code.co_name}(...)' in a "
+                f"generator body, or decorate it with @coroutine"
+            )
+        frame = frame.f_back
+    if frame is None:
+        _close_target(next_step)
+        raise NoreturnOutsideCoroutineError(
+            "noreturn() was called outside the running coroutine body (from "
+            "a callback it triggered?); call it in the body itself"
+        )
+
+
 def noreturn(next_step: _Body | Deferred[Any]) -> NoReturn:
     """
     End the current coroutine body at once and continue with C{next_step}: a
@@ -924,44 +971,18 @@ def noreturn(next_step: _Body | Deferred[Any]) -> NoReturn:
     @raise TypeError: If C{next_step} is none of the above.
     """
     engine = _running
-    if not isinstance(next_step, (*_BODY_TYPES, Deferred)):
-        raise TypeError(
-            f"noreturn() takes a generator, a coroutine object or a Deferred, "
-            f"not {type(next_step).__name__!r}; call the next state's "
-            f"function and pass what it returns"
-        )
-    if engine is None or engine._state is not _State.RUNNING or not engine._frames:
-        _close_target(next_step)
-        raise NoreturnOutsideCoroutineError(
-            "noreturn() was called outside a coroutine body; it can only end "
-            "a body run by @coroutine or Coroutine()"
-        )
-    top = _frame_of(engine._frames[-1])
-    frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None and frame is not top:
-        if frame.f_code.co_flags & _SUSPENDABLE_CODE:
-            _close_target(next_step)
-            raise NoreturnOutsideCoroutineError(
-                f"noreturn() was called in {frame.f_code.co_name}(), which "
-                f"runs inside {_name(engine._frames[-1])}() through "
-                f"'yield from' or 'await' rather than as a frame of the "
-                f"engine; write 'yield {frame.f_code.co_name}(...)' in a "
-                f"generator body, or decorate it with @coroutine"
-            )
-        frame = frame.f_back
-    if frame is None:
-        _close_target(next_step)
-        raise NoreturnOutsideCoroutineError(
-            "noreturn() was called outside the running coroutine body (from "
-            "a callback it triggered?); call it in the body itself"
-        )
-    if engine._tail_signal is not None:
-        _close_target(next_step)
-        raise TailCallSwallowedError(
-            "noreturn() was called again after an earlier tail call in this "
-            "body was caught and swallowed; re-raise TailCall in bare "
-            "'except:' / 'except BaseException:' clauses"
-        )
-    signal = TailCall._create(next_step)
+    # The common case costs a few identity checks: the caller's frame is the
+    # running body's innermost frame and nothing is amiss.
+    if (
+        engine is None
+        or engine._state is not _RUNNING
+        or (type(next_step) not in _STEP_TYPES and not isinstance(next_step, Deferred))
+        or engine._tail_signal is not None
+        or sys._getframe(1) is not _frame_of(engine._frames[-1])
+    ):
+        _check_noreturn(engine, next_step, sys._getframe(1))
+    assert engine is not None
+    signal = _new_signal(TailCall)
+    signal._target = next_step
     engine._tail_signal = signal
     raise signal
