@@ -411,6 +411,20 @@ class Coroutine(Deferred[_T]):
                         if self._pending:
                             self._start_pending()
                         continue
+                    if (
+                        type(yielded) is Deferred
+                        and yielded.called
+                        and not yielded.paused
+                        and not (self._pauses or self._cancel_due or self._pending)
+                    ):
+                        # The hot path, inlined: an already-fired plain
+                        # Deferred (a read the buffer satisfied) is taken
+                        # without a callback, a call or a tuple.
+                        value = yielded.result
+                        if type(value) is not Failure and not isinstance(
+                            value, Deferred
+                        ):
+                            continue
                     value, failure, suspend = self._dispatch(yielded, frames)
                     if suspend:
                         self._state = _State.WAITING
