@@ -1,0 +1,566 @@
+/*
+ * lineblast: a line-echo load generator that checks every echoed byte.
+ *
+ * Built by bench/run.py with the system compiler (cc -O2). One thread, epoll,
+ * loopback only. Three modes:
+ *
+ *   lineblast echo  -p PORT [-c CONNS] [-k INFLIGHT] [-s SIZE] [-w WARMUP] [-d SECONDS]
+ *       CONNS connections, each keeping INFLIGHT lines of SIZE payload bytes
+ *       plus "\r\n" in flight: every time a whole echoed line is back and
+ *       verified, the next line is sent. Lines are counted over SECONDS after
+ *       WARMUP seconds.
+ *
+ *   lineblast churn -p PORT [-c CONCURRENCY] [-s SIZE] [-w WARMUP] [-d SECONDS]
+ *       CONCURRENCY independent loops of: connect, send one line, read the
+ *       echo, close. Counts completed connections per second.
+ *
+ *   lineblast idle  -p PORT -b BATCH[,BATCH...] [-s SIZE]
+ *       Opens the connections of each batch, sends one line on each and
+ *       waits for its echo (so the server has accepted the connection and its
+ *       handler is waiting for the next line), prints "ready TOTAL", then
+ *       waits for a line on stdin before the next batch. After the last batch
+ *       it waits for end of input on stdin, closes everything and exits.
+ *
+ * Every line carries its sequence number (8 hex digits) followed by filler
+ * that depends on the connection, so a byte that is lost, duplicated,
+ * reordered or altered, or a line echoed on the wrong connection, is a
+ * mismatch. On a mismatch or an unexpected close the program says where and
+ * exits 1; on usage or system errors it exits 2. Results are one line of
+ * key=value pairs on stdout.
+ *
+ * The host is always 127.0.0.1 (-H accepts another loopback address); the
+ * program stops by itself after -T seconds (default 900) whatever happens.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STAMP 8            /* hex digits of the sequence number at the start */
+#define READ_SIZE 65536
+#define MAX_EVENTS 256
+
+struct conn {
+    int fd;
+    int id;
+    int connected;
+    int out_armed;          /* EPOLLOUT registered */
+    uint32_t send_seq;      /* next line to send */
+    uint32_t recv_seq;      /* line being received */
+    size_t recv_off;        /* bytes of that line received so far */
+    char *expect;           /* the line being received, as it must come back */
+    char *out;              /* bytes not yet accepted by the kernel */
+    size_t out_start, out_end, out_cap;
+};
+
+static const char *opt_host = "127.0.0.1";
+static int opt_port = 0;
+static int opt_conns = 1;
+static int opt_inflight = 1;
+static size_t opt_size = 16;
+static double opt_warmup = 1.0;
+static double opt_duration = 3.0;
+static double opt_deadline = 900.0;
+static const char *opt_batches = NULL;
+static size_t line_len;      /* opt_size + 2 */
+static struct sockaddr_in server_addr;
+
+static void die(const char *what) {
+    fprintf(stderr, "lineblast: %s: %s\n", what, strerror(errno));
+    exit(2);
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: lineblast echo|churn|idle -p PORT [-H ADDR] [-c CONNS] [-k INFLIGHT]\n"
+            "                 [-s SIZE] [-w WARMUP] [-d SECONDS] [-b BATCHES] [-T DEADLINE]\n");
+    exit(2);
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void raise_nofile(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Line `seq` of connection `id`: stamp, filler, "\r\n". */
+static void make_line(char *dst, int id, uint32_t seq) {
+    static const char hex[] = "0123456789abcdef";
+    size_t stamp = opt_size < STAMP ? opt_size : STAMP;
+    for (size_t i = 0; i < stamp; i++)
+        dst[i] = hex[(seq >> (4 * (STAMP - 1 - i))) & 0xf];
+    for (size_t i = stamp; i < opt_size; i++)
+        dst[i] = (char)('a' + (unsigned)(id * 7 + (int)i) % 26);
+    dst[opt_size] = '\r';
+    dst[opt_size + 1] = '\n';
+}
+
+/* Only the stamp changes from one line of a connection to the next. */
+static void restamp(char *dst, uint32_t seq) {
+    static const char hex[] = "0123456789abcdef";
+    size_t stamp = opt_size < STAMP ? opt_size : STAMP;
+    for (size_t i = 0; i < stamp; i++)
+        dst[i] = hex[(seq >> (4 * (STAMP - 1 - i))) & 0xf];
+}
+
+static void conn_init(struct conn *c, int id, size_t out_lines) {
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    c->id = id;
+    c->expect = malloc(line_len);
+    c->out_cap = out_lines * line_len;
+    c->out = malloc(c->out_cap);
+    if (!c->expect || !c->out)
+        die("malloc");
+}
+
+static void conn_reset(struct conn *c) {
+    c->send_seq = c->recv_seq = 0;
+    c->recv_off = 0;
+    c->out_start = c->out_end = 0;
+    c->out_armed = 0;
+    c->connected = 0;
+    make_line(c->expect, c->id, 0);
+}
+
+static int new_socket(int nonblocking) {
+    int fd = socket(AF_INET, SOCK_STREAM | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+    if (fd < 0)
+        die("socket");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+/* Queue `n` new lines on `c` (the buffer always has room: see callers). */
+static void queue_lines(struct conn *c, unsigned n) {
+    if (c->out_end + n * line_len > c->out_cap) {
+        size_t pending = c->out_end - c->out_start;
+        memmove(c->out, c->out + c->out_start, pending);
+        c->out_start = 0;
+        c->out_end = pending;
+    }
+    if (c->out_end + n * line_len > c->out_cap) {
+        fprintf(stderr, "lineblast: internal error: send buffer overflow\n");
+        exit(2);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        make_line(c->out + c->out_end, c->id, c->send_seq++);
+        c->out_end += line_len;
+    }
+}
+
+static void set_out(int ep, struct conn *c, int want) {
+    if (c->out_armed == want)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
+    if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        die("epoll_ctl");
+    c->out_armed = want;
+}
+
+/* Send what is queued; returns -1 if the connection is broken. */
+static int flush(int ep, struct conn *c) {
+    while (c->out_start < c->out_end) {
+        ssize_t w = send(c->fd, c->out + c->out_start, c->out_end - c->out_start,
+                         MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                set_out(ep, c, 1);
+                return 0;
+            }
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        c->out_start += (size_t)w;
+    }
+    c->out_start = c->out_end = 0;
+    set_out(ep, c, 0);
+    return 0;
+}
+
+/*
+ * Check received bytes against what was sent. Returns the number of lines
+ * completed, or -1 on a mismatch (after reporting it).
+ */
+static long verify(struct conn *c, const char *data, size_t n) {
+    long lines = 0;
+    while (n) {
+        size_t want = line_len - c->recv_off;
+        size_t take = n < want ? n : want;
+        if (memcmp(data, c->expect + c->recv_off, take) != 0) {
+            size_t i = 0;
+            while (data[i] == c->expect[c->recv_off + i])
+                i++;
+            fprintf(stderr,
+                    "lineblast: MISMATCH on connection %d, line %u, byte %zu: "
+                    "got 0x%02x, expected 0x%02x\n",
+                    c->id, c->recv_seq, c->recv_off + i, (unsigned char)data[i],
+                    (unsigned char)c->expect[c->recv_off + i]);
+            return -1;
+        }
+        data += take;
+        n -= take;
+        c->recv_off += take;
+        if (c->recv_off == line_len) {
+            c->recv_off = 0;
+            c->recv_seq++;
+            restamp(c->expect, c->recv_seq);
+            lines++;
+        }
+    }
+    return lines;
+}
+
+static void print_result(const char *mode, long counted, double seconds, long total,
+                         double cpu) {
+    printf("mode=%s conns=%d inflight=%d size=%zu count=%ld seconds=%.6f "
+           "per_sec=%.1f total=%ld client_cpu=%.3f\n",
+           mode, opt_conns, opt_inflight, opt_size, counted, seconds,
+           seconds > 0 ? (double)counted / seconds : 0.0, total, cpu);
+    fflush(stdout);
+}
+
+/* The measuring window: warm-up, then a fixed duration. */
+struct window {
+    double start, t0, t1;
+    long c0;
+    double cpu0;
+    int phase; /* 0 warm-up, 1 measuring, 2 done */
+};
+
+static void window_tick(struct window *w, long count) {
+    double t = now();
+    if (w->phase == 0 && t >= w->start + opt_warmup) {
+        w->phase = 1;
+        w->t0 = t;
+        w->c0 = count;
+        w->cpu0 = cpu_seconds();
+    } else if (w->phase == 1 && t >= w->t0 + opt_duration) {
+        w->phase = 2;
+        w->t1 = t;
+    }
+}
+
+static int run_echo(void) {
+    int ep = epoll_create1(0);
+    if (ep < 0)
+        die("epoll_create1");
+    struct conn *conns = calloc((size_t)opt_conns, sizeof *conns);
+    if (!conns)
+        die("calloc");
+    for (int i = 0; i < opt_conns; i++) {
+        struct conn *c = &conns[i];
+        conn_init(c, i, (size_t)opt_inflight * 2);
+        conn_reset(c);
+        c->fd = new_socket(0);
+        if (connect(c->fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0)
+            die("connect");
+        int fl = fcntl(c->fd, F_GETFL);
+        fcntl(c->fd, F_SETFL, fl | O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+            die("epoll_ctl");
+        c->connected = 1;
+    }
+    for (int i = 0; i < opt_conns; i++) {
+        queue_lines(&conns[i], (unsigned)opt_inflight);
+        if (flush(ep, &conns[i]) < 0)
+            die("send");
+    }
+    static char buf[READ_SIZE];
+    struct epoll_event events[MAX_EVENTS];
+    long count = 0;
+    struct window w = {.start = now()};
+    while (w.phase != 2) {
+        int n = epoll_wait(ep, events, MAX_EVENTS, 100);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        for (int i = 0; i < n; i++) {
+            struct conn *c = events[i].data.ptr;
+            if (events[i].events & EPOLLOUT) {
+                if (flush(ep, c) < 0) {
+                    fprintf(stderr, "lineblast: connection %d broken while sending: %s\n",
+                            c->id, strerror(errno));
+                    return 1;
+                }
+            }
+            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+                if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                    continue;
+                if (r <= 0) {
+                    fprintf(stderr,
+                            "lineblast: server closed connection %d after %u lines (%s)\n",
+                            c->id, c->recv_seq, r == 0 ? "end of stream" : strerror(errno));
+                    return 1;
+                }
+                long lines = verify(c, buf, (size_t)r);
+                if (lines < 0)
+                    return 1;
+                if (lines) {
+                    count += lines;
+                    queue_lines(c, (unsigned)lines);
+                    if (flush(ep, c) < 0) {
+                        fprintf(stderr, "lineblast: connection %d broken: %s\n", c->id,
+                                strerror(errno));
+                        return 1;
+                    }
+                }
+            }
+        }
+        window_tick(&w, count);
+    }
+    double cpu = cpu_seconds() - w.cpu0;
+    double secs = w.t1 - w.t0;
+    print_result("echo", count - w.c0, secs, count, secs > 0 ? cpu / secs : 0);
+    return 0;
+}
+
+static int churn_start(int ep, struct conn *c) {
+    conn_reset(c);
+    c->fd = new_socket(1);
+    int r = connect(c->fd, (struct sockaddr *)&server_addr, sizeof server_addr);
+    if (r < 0 && errno != EINPROGRESS) {
+        fprintf(stderr, "lineblast: connect: %s\n", strerror(errno));
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+        die("epoll_ctl");
+    c->out_armed = 1;
+    return 0;
+}
+
+static int run_churn(void) {
+    int ep = epoll_create1(0);
+    if (ep < 0)
+        die("epoll_create1");
+    struct conn *conns = calloc((size_t)opt_conns, sizeof *conns);
+    if (!conns)
+        die("calloc");
+    for (int i = 0; i < opt_conns; i++) {
+        conn_init(&conns[i], i, 2);
+        if (churn_start(ep, &conns[i]) < 0)
+            return 1;
+    }
+    static char buf[READ_SIZE];
+    struct epoll_event events[MAX_EVENTS];
+    long count = 0;
+    struct window w = {.start = now()};
+    while (w.phase != 2) {
+        int n = epoll_wait(ep, events, MAX_EVENTS, 100);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        for (int i = 0; i < n; i++) {
+            struct conn *c = events[i].data.ptr;
+            if (!c->connected) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                if (err) {
+                    fprintf(stderr, "lineblast: connect failed after %ld connections: %s\n",
+                            count, strerror(err));
+                    return 1;
+                }
+                c->connected = 1;
+                queue_lines(c, 1);
+                if (flush(ep, c) < 0) {
+                    fprintf(stderr, "lineblast: send: %s\n", strerror(errno));
+                    return 1;
+                }
+                continue;
+            }
+            if (events[i].events & EPOLLOUT) {
+                if (flush(ep, c) < 0) {
+                    fprintf(stderr, "lineblast: send: %s\n", strerror(errno));
+                    return 1;
+                }
+            }
+            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+                if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                    continue;
+                if (r <= 0) {
+                    fprintf(stderr, "lineblast: server closed a connection before the echo (%s)\n",
+                            r == 0 ? "end of stream" : strerror(errno));
+                    return 1;
+                }
+                if (c->recv_off + (size_t)r > line_len) {
+                    fprintf(stderr, "lineblast: MISMATCH: more bytes echoed than sent\n");
+                    return 1;
+                }
+                long lines = verify(c, buf, (size_t)r);
+                if (lines < 0)
+                    return 1;
+                if (lines) {
+                    /* Close (closing the fd also removes it from epoll). */
+                    close(c->fd);
+                    count++;
+                    if (churn_start(ep, c) < 0)
+                        return 1;
+                }
+            }
+        }
+        window_tick(&w, count);
+    }
+    double cpu = cpu_seconds() - w.cpu0;
+    double secs = w.t1 - w.t0;
+    print_result("churn", count - w.c0, secs, count, secs > 0 ? cpu / secs : 0);
+    return 0;
+}
+
+static int run_idle(void) {
+    if (!opt_batches)
+        usage();
+    raise_nofile();
+    size_t cap = 0, total = 0;
+    struct conn *conns = NULL;
+    char *line = malloc(line_len), *got = malloc(line_len);
+    if (!line || !got)
+        die("malloc");
+    const char *p = opt_batches;
+    struct timeval tv = {.tv_sec = 30};
+    while (*p) {
+        long batch = strtol(p, (char **)&p, 10);
+        if (batch <= 0)
+            usage();
+        if (*p == ',')
+            p++;
+        if (total + (size_t)batch > cap) {
+            cap = total + (size_t)batch;
+            conns = realloc(conns, cap * sizeof *conns);
+            if (!conns)
+                die("realloc");
+        }
+        /* In windows of 256: connect and send, then wait for each echo. */
+        for (size_t start = total; start < total + (size_t)batch; start += 256) {
+            size_t end = start + 256 < total + (size_t)batch ? start + 256 : total + (size_t)batch;
+            for (size_t i = start; i < end; i++) {
+                struct conn *c = &conns[i];
+                c->id = (int)i;
+                c->fd = new_socket(0);
+                setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+                if (connect(c->fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0) {
+                    fprintf(stderr, "lineblast: connect #%zu: %s\n", i, strerror(errno));
+                    return 2;
+                }
+                make_line(line, c->id, 0);
+                if (send(c->fd, line, line_len, MSG_NOSIGNAL) != (ssize_t)line_len)
+                    die("send");
+            }
+            for (size_t i = start; i < end; i++) {
+                struct conn *c = &conns[i];
+                make_line(line, c->id, 0);
+                size_t have = 0;
+                while (have < line_len) {
+                    ssize_t r = recv(c->fd, got + have, line_len - have, 0);
+                    if (r <= 0) {
+                        fprintf(stderr, "lineblast: no echo on idle connection #%zu (%s)\n", i,
+                                r == 0 ? "end of stream" : strerror(errno));
+                        return 1;
+                    }
+                    have += (size_t)r;
+                }
+                if (memcmp(got, line, line_len) != 0) {
+                    fprintf(stderr, "lineblast: MISMATCH on idle connection #%zu\n", i);
+                    return 1;
+                }
+            }
+        }
+        total += (size_t)batch;
+        printf("ready %zu\n", total);
+        fflush(stdout);
+        char cmd[64];
+        if (!fgets(cmd, sizeof cmd, stdin))
+            break; /* end of input: done */
+    }
+    if (!*p) {
+        /* After the last batch, hold the connections until end of input. */
+        char cmd[64];
+        while (fgets(cmd, sizeof cmd, stdin))
+            ;
+    }
+    for (size_t i = 0; i < total; i++)
+        close(conns[i].fd);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2)
+        usage();
+    const char *mode = argv[1];
+    int opt;
+    optind = 2;
+    while ((opt = getopt(argc, argv, "H:p:c:k:s:w:d:b:T:")) != -1) {
+        switch (opt) {
+        case 'H': opt_host = optarg; break;
+        case 'p': opt_port = atoi(optarg); break;
+        case 'c': opt_conns = atoi(optarg); break;
+        case 'k': opt_inflight = atoi(optarg); break;
+        case 's': opt_size = (size_t)atol(optarg); break;
+        case 'w': opt_warmup = atof(optarg); break;
+        case 'd': opt_duration = atof(optarg); break;
+        case 'b': opt_batches = optarg; break;
+        case 'T': opt_deadline = atof(optarg); break;
+        default: usage();
+        }
+    }
+    if (opt_port <= 0 || opt_conns <= 0 || opt_inflight <= 0 || opt_size < 1)
+        usage();
+    memset(&server_addr, 0, sizeof server_addr);
+    server_addr.sin_family = AF_INET;
+    server_addr.sin_port = htons((uint16_t)opt_port);
+    if (inet_pton(AF_INET, opt_host, &server_addr.sin_addr) != 1 ||
+        (ntohl(server_addr.sin_addr.s_addr) >> 24) != 127) {
+        fprintf(stderr, "lineblast: -H must be a loopback address (127.0.0.0/8)\n");
+        return 2;
+    }
+    line_len = opt_size + 2;
+    signal(SIGPIPE, SIG_IGN);
+    alarm((unsigned)opt_deadline); /* stop by ourselves whatever happens */
+    raise_nofile();
+    if (strcmp(mode, "echo") == 0)
+        return run_echo();
+    if (strcmp(mode, "churn") == 0)
+        return run_churn();
+    if (strcmp(mode, "idle") == 0)
+        return run_idle();
+    usage();
+    return 2;
+}
