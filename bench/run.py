@@ -1,0 +1,1245 @@
+"""
+The side-by-side benchmark: every peer in the same run, ratios to the named one.
+
+One command measures issue 9's scenarios 1 (line echo), 3 (memory per idle
+connection) and 5 (connection churn) against the same peers, records the
+syscalls per echoed line of each server with C{strace -c} for the one line in
+flight case, runs C{bench/tailcall.py} for scenario 4, and writes
+C{docs/benchmarks.md} and the bar chart C{docs/benchmarks.png}.
+
+How it measures
+===============
+
+Each peer is a small server in C{bench/servers/}, started as its own process
+on a 127.0.0.1 port. The load comes from C{lineblast}, a C client built here
+from C{bench/loadgen/lineblast.c} with the system compiler: epoll, N
+connections, K lines in flight on each, every echoed byte compared with what
+was sent (a mismatch fails the run), lines counted over a fixed window after a
+warm-up. The same client opens the idle connections of scenario 3 and does the
+connect / one line / close loops of scenario 5.
+
+A I{run} is one pass over every cell and every peer, back to back, with fresh
+server processes; the peers' order rotates from run to run. Each figure is the
+median over the runs of the ratio to the named peer (C{LineReceiver}) measured
+in the same run, with the minimum and maximum of those ratios.
+
+Usage, from the repository root::
+
+    .venv/bin/python bench/run.py            # full: 5 runs, writes docs/
+    .venv/bin/python bench/run.py --quick    # smoke test: short, 1 run
+
+Nothing here is imported by the library or the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+SERVERS = BENCH / "servers"
+LOADGEN_SOURCE = BENCH / "loadgen" / "lineblast.c"
+LOADGEN = REPO / "build" / "lineblast"
+RESULTS = BENCH / "results"
+TAILCALL = BENCH / "tailcall.py"
+TAILCALL_REPORT = RESULTS / "tailcall.md"
+
+#: The peer every ratio is relative to.
+BASELINE = "linereceiver"
+
+# Typography for the report, spelled as escapes so the source stays ASCII.
+TIMES = "\u00d7"
+DASH = "\u2013"
+GEQ = "\u2265"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """
+    One server under test.
+
+    @ivar key: Short name used in the results.
+    @ivar label: What the tables call it.
+    @ivar script: Its file in C{bench/servers/}.
+    """
+
+    key: str
+    label: str
+    script: str
+
+
+PEERS = [
+    Peer("stateproto", "txstateproto StateProtocol", "stateproto_echo.py"),
+    Peer("linereceiver", "Twisted LineReceiver", "linereceiver_echo.py"),
+    Peer("protocol", "bare Twisted Protocol (raw bytes)", "protocol_echo.py"),
+    Peer("asyncio", "asyncio streams", "asyncio_echo.py"),
+    Peer("uvloop", "asyncio streams on uvloop", "uvloop_echo.py"),
+]
+PEER_BY_KEY = {peer.key: peer for peer in PEERS}
+
+
+@dataclass(frozen=True)
+class EchoCell:
+    """
+    One cell of scenario 1.
+
+    @ivar size: Payload bytes per line (plus C{\\r\\n} on the wire).
+    @ivar conns: Connections.
+    @ivar inflight: Lines in flight per connection.
+    """
+
+    size: int
+    conns: int
+    inflight: int
+
+    @property
+    def key(self) -> str:
+        """
+        The cell's name in the results.
+        """
+        return f"echo-{self.size}B-{self.conns}c-{self.inflight}k"
+
+    @property
+    def label(self) -> str:
+        """
+        The cell's name in the tables.
+        """
+        size = "1 KiB" if self.size == 1024 else f"{self.size} B"
+        conns = "1 conn" if self.conns == 1 else f"{self.conns} conns"
+        return f"{size}, {conns}, {self.inflight} in flight"
+
+
+ECHO_CELLS = [
+    EchoCell(16, 1, 32),
+    EchoCell(16, 100, 32),
+    EchoCell(1024, 1, 32),
+    EchoCell(1024, 100, 32),
+    EchoCell(16, 1, 1),
+    EchoCell(16, 100, 1),
+]
+#: The cell where the bare Protocol must reach 2.5x LineReceiver, or the
+#: client is what is being measured.
+CEILING_CELL = EchoCell(16, 100, 32)
+CEILING_TARGET = 2.5
+
+#: Concurrent connect / one line / close loops in scenario 5.
+CHURN_CONCURRENCY = 16
+#: Connections opened and kept before the memory baseline is read, so that
+#: one-time allocations (first accept, caches) are not charged per connection.
+IDLE_WARM = 100
+#: Syscall tracing: which servers, which connection counts, one line in flight.
+STRACE_PEERS = ["stateproto", "linereceiver", "protocol", "asyncio", "uvloop"]
+STRACE_CONNS = [1, 100]
+
+
+@dataclass
+class Settings:
+    """
+    How long and how often to measure.
+    """
+
+    runs: int = 5
+    warmup: float = 1.0
+    duration: float = 2.0
+    idle_conns: int = 5000
+    strace_duration: float = 2.0
+    quick: bool = False
+
+
+class BenchError(Exception):
+    """
+    A server or the load generator failed: the run's figures would be wrong.
+    """
+
+
+def progress(message: str) -> None:
+    """
+    Say what is running, on stderr (stdout holds the tables).
+    """
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the load generator --------------------------------------------------------
+
+
+def build_loadgen() -> Path:
+    """
+    Compile C{lineblast} with the system C compiler if it is missing or stale.
+
+    @return: The executable.
+    @raise BenchError: If there is no compiler or the build fails.
+    """
+    if LOADGEN.exists() and LOADGEN.stat().st_mtime >= LOADGEN_SOURCE.stat().st_mtime:
+        return LOADGEN
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        raise BenchError(f"no C compiler ({cc}) to build {LOADGEN_SOURCE}")
+    LOADGEN.parent.mkdir(parents=True, exist_ok=True)
+    command = [cc, "-O2", "-Wall", "-o", str(LOADGEN), str(LOADGEN_SOURCE)]
+    progress("building the load generator: " + " ".join(command))
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"building lineblast failed:\n{done.stderr}")
+    return LOADGEN
+
+
+def parse_pairs(line: str) -> dict[str, str]:
+    """
+    Parse C{lineblast}'s C{key=value} result line.
+    """
+    return dict(item.split("=", 1) for item in line.split() if "=" in item)
+
+
+def blast(mode: str, port: int, args: Sequence[str], timeout: float) -> dict[str, str]:
+    """
+    Run C{lineblast} once and return its result.
+
+    @raise BenchError: If it exits non-zero (a mismatch, a closed connection)
+        or does not finish in time.
+    """
+    command = [str(LOADGEN), mode, "-p", str(port), *args]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{' '.join(command)} took over {timeout} s") from e
+    if done.returncode != 0:
+        raise BenchError(
+            f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip()}"
+        )
+    return parse_pairs(done.stdout)
+
+
+# -- servers -------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """
+    User plus system CPU time of process C{pid}, from C{/proc}.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    """
+    Resident set size of process C{pid} in KiB, from C{/proc}.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
+class Server:
+    """
+    One peer's server process, on a port the kernel picked.
+
+    @ivar port: Where it listens on 127.0.0.1.
+    @ivar loop: The reactor or event loop it reported.
+    """
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        RESULTS.mkdir(exist_ok=True)
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self._log = (RESULTS / f"server-{peer.key}.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(SERVERS / peer.script)],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            cwd=REPO,
+        )
+        self.port = 0
+        self.loop = ""
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], 30)
+        line = self.process.stdout.readline().decode() if ready else ""
+        match = re.match(r"PORT (\d+) LOOP (\S+)", line)
+        if match is None:
+            self.stop()
+            raise BenchError(
+                f"{peer.script} did not start (said {line!r}); see {self._log.name}"
+            )
+        self.port = int(match.group(1))
+        self.loop = match.group(2)
+
+    @property
+    def pid(self) -> int:
+        """
+        The server's process id.
+        """
+        return self.process.pid
+
+    def check(self) -> None:
+        """
+        @raise BenchError: If the server has died.
+        """
+        if self.process.poll() is not None:
+            raise BenchError(
+                f"{self.peer.script} died ({self.process.returncode}); "
+                f"see {self._log.name}"
+            )
+
+    def stop(self) -> None:
+        """
+        Stop the server (SIGTERM, then SIGKILL after 10 s) and reap it.
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()
+
+
+@contextmanager
+def servers(peers: Sequence[Peer]) -> Iterator[dict[str, Server]]:
+    """
+    Start one server per peer; stop them all on the way out, whatever happens.
+    """
+    with ExitStack() as stack:
+        started: dict[str, Server] = {}
+        for peer in peers:
+            server = Server(peer)
+            stack.callback(server.stop)
+            started[peer.key] = server
+        yield started
+
+
+# -- results -------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """
+    One measurement of one peer in one cell of one run.
+
+    @ivar value: Lines/s, connections/s, or bytes per idle connection.
+    @ivar client_cpu: The client's CPU time over the window, in cores.
+    @ivar server_cpu: The server's CPU time over the window, in cores.
+    """
+
+    scenario: str
+    cell: str
+    peer: str
+    run: int
+    value: float
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+
+
+@dataclass
+class Results:
+    """
+    Everything one invocation measured, saved as JSON beside the report.
+    """
+
+    machine: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)
+    strace: list[dict[str, Any]] = field(default_factory=list)
+    tailcall: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def values(self, scenario: str, cell: str, peer: str) -> dict[int, Sample]:
+        """
+        The samples of one peer in one cell, by run.
+        """
+        return {
+            s.run: s
+            for s in self.samples
+            if s.scenario == scenario and s.cell == cell and s.peer == peer
+        }
+
+    def ratios(self, scenario: str, cell: str, peer: str) -> list[float]:
+        """
+        Per run, the peer's value divided by the baseline's in the same run.
+        """
+        mine = self.values(scenario, cell, peer)
+        base = self.values(scenario, cell, BASELINE)
+        return [
+            mine[run].value / base[run].value
+            for run in sorted(mine)
+            if run in base and base[run].value > 0
+        ]
+
+    def median(self, scenario: str, cell: str, peer: str) -> float | None:
+        """
+        The peer's median absolute value in the cell.
+        """
+        values = [s.value for s in self.values(scenario, cell, peer).values()]
+        return statistics.median(values) if values else None
+
+
+# -- scenarios -----------------------------------------------------------------
+
+
+def rotated(peers: Sequence[Peer], run: int) -> list[Peer]:
+    """
+    The peers in the order of run C{run}: rotated so none is always first.
+    """
+    shift = run % len(peers)
+    return [*peers[shift:], *peers[:shift]]
+
+
+def measure_throughput(
+    server: Server, mode: str, args: Sequence[str], settings: Settings
+) -> tuple[float, float, float]:
+    """
+    Drive C{server} with C{lineblast} for one window.
+
+    @return: (count per second, client CPU in cores, server CPU in cores).
+    """
+    server.check()
+    before = cpu_seconds(server.pid)
+    started = time.monotonic()
+    result = blast(
+        mode,
+        server.port,
+        [*args, "-w", str(settings.warmup), "-d", str(settings.duration)],
+        timeout=settings.warmup + settings.duration + 60,
+    )
+    elapsed = time.monotonic() - started
+    server_cpu = (cpu_seconds(server.pid) - before) / elapsed
+    server.check()
+    return float(result["per_sec"]), float(result["client_cpu"]), server_cpu
+
+
+def run_echo_and_churn(
+    results: Results, settings: Settings, peers: Sequence[Peer], churn: bool
+) -> None:
+    """
+    Scenario 1 (and 5 with C{churn}): every cell, every peer, C{runs} times.
+    """
+    for run in range(settings.runs):
+        order = rotated(peers, run)
+        with servers(order) as started:
+            for peer in order:
+                results.machine[f"loop:{peer.key}"] = started[peer.key].loop
+            for cell in ECHO_CELLS:
+                for peer in order:
+                    args = ["-c", str(cell.conns), "-k", str(cell.inflight)]
+                    args += ["-s", str(cell.size)]
+                    value, client, server = measure_throughput(
+                        started[peer.key], "echo", args, settings
+                    )
+                    progress(
+                        f"run {run + 1}/{settings.runs} {cell.label}: {peer.label} "
+                        f"{value:,.0f} lines/s (client {client:.2f}, "
+                        f"server {server:.2f} cores)"
+                    )
+                    results.samples.append(
+                        Sample("echo", cell.key, peer.key, run, value, client, server)
+                    )
+            if not churn:
+                continue
+            for peer in order:
+                args = ["-c", str(CHURN_CONCURRENCY), "-s", "16"]
+                value, client, server = measure_throughput(
+                    started[peer.key], "churn", args, settings
+                )
+                progress(
+                    f"run {run + 1}/{settings.runs} churn: {peer.label} "
+                    f"{value:,.0f} connections/s (client {client:.2f}, "
+                    f"server {server:.2f} cores)"
+                )
+                results.samples.append(
+                    Sample("churn", "churn", peer.key, run, value, client, server)
+                )
+
+
+def idle_memory(peer: Peer, settings: Settings) -> float:
+    """
+    Server RSS growth per idle connection, in bytes, on a fresh server.
+
+    The client opens C{IDLE_WARM} connections, then C{idle_conns} more; on
+    each it sends one line and waits for its echo, so every handler has run
+    and is suspended waiting for the next line. RSS is read after each batch.
+    """
+    server = Server(peer)
+    client: subprocess.Popen[str] | None = None
+    try:
+        batches = f"{IDLE_WARM},{settings.idle_conns}"
+        client = subprocess.Popen(
+            [str(LOADGEN), "idle", "-p", str(server.port), "-b", batches, "-T", "300"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert client.stdin is not None
+        assert client.stdout is not None
+        rss: list[int] = []
+        for expected in (IDLE_WARM, IDLE_WARM + settings.idle_conns):
+            line = client.stdout.readline()
+            if line.strip() != f"ready {expected}":
+                client.kill()
+                _, err = client.communicate()
+                raise BenchError(
+                    f"idle client on {peer.script}: expected 'ready {expected}', "
+                    f"got {line!r}: {err.strip()}"
+                )
+            server.check()
+            rss.append(rss_kib(server.pid))
+            client.stdin.write("next\n")
+            client.stdin.flush()
+        client.stdin.close()
+        client.wait(60)
+        if client.returncode != 0:
+            raise BenchError(f"idle client exited {client.returncode}")
+        return (rss[1] - rss[0]) * 1024 / settings.idle_conns
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait()
+        server.stop()
+
+
+def run_memory(results: Results, settings: Settings, peers: Sequence[Peer]) -> None:
+    """
+    Scenario 3: bytes of server RSS per idle connection, C{runs} times.
+    """
+    for run in range(settings.runs):
+        for peer in rotated(peers, run):
+            per_conn = idle_memory(peer, settings)
+            progress(
+                f"run {run + 1}/{settings.runs} idle memory: {peer.label} "
+                f"{per_conn:,.0f} bytes per connection"
+            )
+            results.samples.append(Sample("memory", "idle", peer.key, run, per_conn))
+
+
+def parse_strace(text: str) -> dict[str, int]:
+    """
+    Calls per syscall from C{strace -c}'s summary table.
+    """
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        if len(parts) >= 5 and re.fullmatch(r"[\d.]+", parts[0]):
+            name = parts[-1]
+            if name != "total":
+                calls[name] = int(parts[3])
+    return calls
+
+
+def strace_one(peer: Peer, conns: int, settings: Settings) -> dict[str, Any]:
+    """
+    Syscalls per echoed line of one server, 16 B lines, one in flight.
+
+    C{strace -c -f} attaches to the running server, the client runs with no
+    warm-up, and strace detaches; every line the client counts was echoed
+    while it was attached. Accepting the connections is included, spread
+    over thousands of lines.
+    """
+    server = Server(peer)
+    tracer: subprocess.Popen[str] | None = None
+    out = RESULTS / f"strace-{peer.key}-{conns}.txt"
+    try:
+        tracer = subprocess.Popen(
+            ["strace", "-c", "-f", "-o", str(out), "-p", str(server.pid)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert tracer.stderr is not None
+        # strace says "Process N attached" once it is tracing.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([tracer.stderr], [], [], 1)
+            if ready and "attached" in tracer.stderr.readline():
+                break
+            if tracer.poll() is not None:
+                raise BenchError(f"strace exited {tracer.returncode}")
+        args = ["-c", str(conns), "-k", "1", "-s", "16", "-w", "0"]
+        result = blast(
+            "echo",
+            server.port,
+            [*args, "-d", str(settings.strace_duration)],
+            timeout=settings.strace_duration + 60,
+        )
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+        lines = int(result["total"])
+        calls = parse_strace(out.read_text())
+        return {"peer": peer.key, "conns": conns, "lines": lines, "calls": calls}
+    finally:
+        if tracer is not None and tracer.poll() is None:
+            tracer.kill()
+            tracer.wait()
+        server.stop()
+
+
+def run_strace(results: Results, settings: Settings) -> None:
+    """
+    The eager-send investigation: syscalls per line with one line in flight.
+    """
+    if shutil.which("strace") is None:
+        results.notes.append(
+            "strace is not installed (`apt-get install strace`): the syscall "
+            "counts were not measured."
+        )
+        progress("strace not found: skipping the syscall counts")
+        return
+    for peer_key in STRACE_PEERS:
+        for conns in STRACE_CONNS:
+            entry = strace_one(PEER_BY_KEY[peer_key], conns, settings)
+            total = sum(entry["calls"].values()) / max(entry["lines"], 1)
+            progress(
+                f"strace {PEER_BY_KEY[peer_key].label}, {conns} conns: "
+                f"{total:.2f} syscalls per line over {entry['lines']:,} lines"
+            )
+            results.strace.append(entry)
+
+
+def run_tailcall(results: Results, settings: Settings, mode: str) -> None:
+    """
+    Scenario 4: run C{bench/tailcall.py} (or reuse its last report).
+    """
+    if not TAILCALL.exists():
+        results.tailcall = (
+            "_Not measured: `bench/tailcall.py` is not in this checkout._"
+        )
+        return
+    if mode == "run":
+        command = [sys.executable, str(TAILCALL)]
+        if settings.quick:
+            command.append("--quick")
+        progress("scenario 4: " + " ".join(command))
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        done = subprocess.run(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise BenchError(f"bench/tailcall.py exited {done.returncode}")
+    if not TAILCALL_REPORT.exists():
+        results.tailcall = "_Not measured: `bench/tailcall.py` wrote no report._"
+        return
+    text = TAILCALL_REPORT.read_text(encoding="utf-8")
+    # Its title becomes a sub-heading of ours.
+    results.tailcall = re.sub(r"^# ", "### ", text, count=1, flags=re.MULTILINE)
+
+
+# -- the machine ---------------------------------------------------------------
+
+
+def machine_facts() -> dict[str, str]:
+    """
+    What the report says about the machine and the software.
+    """
+    import twisted
+    import txstateproto
+
+    facts = {
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "twisted": twisted.__version__,
+        "txstateproto": txstateproto.__version__,
+        "kernel": platform.release(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+    try:
+        facts["uvloop"] = importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
+        facts["uvloop"] = "not installed"
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
+        facts["cpu"] = model.group(1) if model else platform.machine()
+    except OSError:
+        facts["cpu"] = platform.machine()
+    cc = subprocess.run(
+        [os.environ.get("CC", "cc"), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    facts["cc"] = cc.stdout.splitlines()[0] if cc.stdout else "unknown"
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    facts["commit"] = commit.stdout.strip() or "unknown"
+    return facts
+
+
+# -- the report ----------------------------------------------------------------
+
+
+def fmt_ratio(ratios: Sequence[float]) -> str:
+    """
+    C{median x (min-max)}, or the median alone for one run.
+    """
+    if not ratios:
+        return "n/a"
+    median = statistics.median(ratios)
+    if len(ratios) == 1:
+        return f"{median:.2f}{TIMES}"
+    return f"{median:.2f}{TIMES} ({min(ratios):.2f}{DASH}{max(ratios):.2f})"
+
+
+def fmt_rate(value: float | None) -> str:
+    """
+    A rate with thousands separators.
+    """
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """
+    A Markdown table, first column left-aligned, the others right-aligned.
+    """
+    lines = ["| " + " | ".join(head) + " |"]
+    lines.append("|" + "|".join([" --- "] + [" ---: "] * (len(head) - 1)) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def echo_section(results: Results, peers: Sequence[Peer]) -> str:
+    """
+    Scenario 1's tables: ratios, absolute medians, CPU, and the ceiling check.
+    """
+    others = [p for p in peers if p.key != BASELINE]
+    cells = [c for c in ECHO_CELLS if results.values("echo", c.key, BASELINE)]
+    if not cells:
+        return "_Not measured in this run._\n"
+    head = ["cell", "LineReceiver lines/s", *(p.label for p in others)]
+    rows = [
+        [
+            c.label,
+            fmt_rate(results.median("echo", c.key, BASELINE)),
+            *(fmt_ratio(results.ratios("echo", c.key, p.key)) for p in others),
+        ]
+        for c in cells
+    ]
+    absolute = [
+        [c.label, *(fmt_rate(results.median("echo", c.key, p.key)) for p in peers)]
+        for c in cells
+    ]
+    cpu_rows = []
+    for c in cells:
+        row = [c.label]
+        for p in peers:
+            samples = list(results.values("echo", c.key, p.key).values())
+            if samples:
+                client = statistics.median(s.client_cpu for s in samples)
+                server = statistics.median(s.server_cpu for s in samples)
+                row.append(f"{server:.2f} / {client:.2f}")
+            else:
+                row.append("n/a")
+        cpu_rows.append(row)
+    parts = [
+        "Ratios to `LineReceiver` (higher is better): median over the runs of "
+        f"the per-run ratio, with min{DASH}max. Lines are the payload size plus "
+        "`\\r\\n`.\n",
+        table(head, rows),
+        "",
+        "Medians in lines/s:\n",
+        table(["cell", *(p.label for p in peers)], absolute),
+        "",
+        "CPU during the measuring window, in cores (server / client; medians): "
+        "a server near 1.00 is saturated, and a client well below 1.00 is not "
+        "the bottleneck.\n",
+        table(["cell", *(p.label for p in peers)], cpu_rows),
+        "",
+    ]
+    ceiling = results.ratios("echo", CEILING_CELL.key, "protocol")
+    if ceiling:
+        median = statistics.median(ceiling)
+        verdict = "met" if median >= CEILING_TARGET else "NOT met"
+        parts.append(
+            f"**Is the client the bottleneck?** The bare Twisted `Protocol` "
+            f"ceiling at 16 B, {CEILING_CELL.conns} conns, "
+            f"{CEILING_CELL.inflight} in flight is {fmt_ratio(ceiling)} "
+            f"`LineReceiver`; the issue asks for {GEQ} {CEILING_TARGET}{TIMES}: "
+            f"{verdict}.\n"
+        )
+    return "\n".join(parts)
+
+
+def single_table(
+    results: Results,
+    scenario: str,
+    cell: str,
+    peers: Sequence[Peer],
+    unit: str,
+    better: str,
+) -> str:
+    """
+    Scenarios 3 and 5: one row per peer.
+    """
+    if not results.values(scenario, cell, BASELINE):
+        return "_Not measured in this run._\n"
+    rows = [
+        [
+            p.label,
+            fmt_rate(results.median(scenario, cell, p.key)),
+            fmt_ratio(results.ratios(scenario, cell, p.key)),
+        ]
+        for p in peers
+        if results.values(scenario, cell, p.key)
+    ]
+    return (
+        f"Ratio to `LineReceiver` ({better} is better): median over the runs of "
+        f"the per-run ratio, with min{DASH}max.\n\n"
+        + table(["peer", f"median {unit}", "ratio to LineReceiver"], rows)
+        + "\n"
+    )
+
+
+def strace_section(results: Results) -> str:
+    """
+    Syscalls per echoed line, by server and connection count.
+    """
+    if not results.strace:
+        return "_Not measured in this run._\n"
+    shown = ["epoll_wait", "epoll_ctl", "recvfrom", "read", "sendto", "write"]
+    shown += ["writev", "sendmsg", "mmap", "mremap", "munmap"]
+    present = [
+        name for name in shown if any(name in e["calls"] for e in results.strace)
+    ]
+    rows = []
+    for entry in results.strace:
+        lines = max(entry["lines"], 1)
+        calls = entry["calls"]
+        rows.append(
+            [
+                f"{PEER_BY_KEY[entry['peer']].label}, {entry['conns']} conn"
+                + ("s" if entry["conns"] > 1 else ""),
+                f"{entry['lines']:,}",
+                *(f"{calls.get(name, 0) / lines:.2f}" for name in present),
+                f"{sum(calls.values()) / lines:.2f}",
+            ]
+        )
+    return table(["server", "lines echoed", *present, "all syscalls"], rows) + "\n"
+
+
+EAGER_SEND_TEXT = """\
+Most real clients wait for each reply before sending the next request. The
+table counts the syscalls each server makes per echoed line in that case (16 B
+lines, one line in flight per connection), with `strace -c -f` attached to the
+server process for the whole client run (accepting the connections included,
+spread over all the lines). strace slows the servers down a lot, so these runs
+say nothing about speed, only about how many calls each line costs.
+
+What the counts show about Twisted's transport: `transport.write()` does not
+send. It appends to the transport's buffer and, if the socket was not already
+registered for writing, calls `startWriting()`, which registers it with epoll
+(`epoll_ctl`). The bytes go out on the next reactor turn: `epoll_wait` reports
+the socket writable, `doWrite` sends, and `stopWriting()` unregisters it
+(`epoll_ctl` again). So each reply of a request/response exchange costs two
+`epoll_ctl` calls and (usually) an extra `epoll_wait` return, on top of the
+`recv` and the `send`. asyncio's selector transport tries `send()` at once when
+nothing is queued and only registers for writing if the kernel did not take
+everything; uvloop does the same through libuv (its `try_write`).
+
+What an eager send in `StateProtocol` would need (findings for whoever changes
+the library; this harness does not change it):
+
+- *What it needs from the transport:* the socket, to call `send()` on it
+  directly (`transport.getHandle()` on `twisted.internet.tcp.Connection`), and
+  the knowledge that nothing is queued ahead (`transport._tempDataBuffer` and
+  `transport.dataBuffer` empty, and the transport not already registered for
+  writing: private attributes of `abstract.FileDescriptor`, so the check must
+  be tied to the exact class and fall back when they are missing).
+- *When it is safe:* only when `type(transport)` is exactly the plain TCP
+  `Server`/`Client` of `twisted.internet.tcp` (not a subclass, not
+  `TLSMemoryBIOProtocol`'s wrapper, not a `ProtocolWrapper`, not
+  `StringTransport`, not an SSH or stdio transport), no producer other than the
+  protocol itself is streaming into it, the connection is not closing
+  (`disconnecting`), and nothing is queued. Anything else takes the normal
+  `transport.write()` path.
+- *Fallback:* a partial send or `EAGAIN` must hand the unsent remainder to
+  `transport.write()` so that ordering is kept and the reactor finishes the
+  job; an error other than `EAGAIN`/`EINTR` must also go through
+  `transport.write()`, so the transport reports the loss the usual way.
+- *Where:* at the end of the `dataReceived` that produced the reply (after all
+  complete messages in the chunk are handled, so one `send()` carries all of
+  them), not on every `write()`.
+- *What it can gain:* the `epoll_ctl` pair and the extra reactor turn per
+  reply, seen in the table as the difference between the Twisted servers and
+  asyncio/uvloop; the throughput side is the "16 B, 1 in flight" rows of
+  scenario 1, where asyncio streams send at once and Twisted's servers do not.
+"""
+
+
+def render(results: Results, peers: Sequence[Peer]) -> str:
+    """
+    The whole of C{docs/benchmarks.md}.
+    """
+    m = results.machine
+    s = results.settings
+    loops = ", ".join(
+        f"{PEER_BY_KEY[k.split(':', 1)[1]].label}: `{v}`"
+        for k, v in sorted(m.items())
+        if k.startswith("loop:")
+    )
+    quick = (
+        "\n> **Smoke-test run (`--quick`): short windows and one run; these "
+        "numbers are not the benchmark.**\n"
+        if s.get("quick")
+        else ""
+    )
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`.venv/bin/python bench/run.py`); do not "
+        "edit by hand. Every peer is measured in the same run, and every figure "
+        "is a ratio to the named peer (`LineReceiver`) measured in the same "
+        "run.",
+        quick,
+        "![Ratios to LineReceiver](benchmarks.png)",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m.get('cpu', '?')}, {m.get('cores', '?')} cores: "
+        "**2 shared cores**. Other work (other engineers' test runs) used the "
+        "same cores during the run, so absolute numbers are noisy; the ratios, "
+        "taken between peers measured back to back in each run, are the "
+        "figures to read.",
+        f"- Linux {m.get('kernel', '?')}; {m.get('implementation', 'CPython')} "
+        f"{m.get('python', '?')}; Twisted {m.get('twisted', '?')}; uvloop "
+        f"{m.get('uvloop', '?')}; txstateproto {m.get('txstateproto', '?')} "
+        f"at commit `{m.get('commit', '?')}`.",
+        f"- Event loops: {loops}." if loops else "",
+        f"- Load generator: `bench/loadgen/lineblast.c` built with "
+        f"{m.get('cc', 'cc')} (`-O2`), one thread, epoll.",
+        f"- Date: {m.get('date', '?')}.",
+        "",
+        "## Method",
+        "",
+        "Each server (`bench/servers/`) runs in its own process on a 127.0.0.1 "
+        "port. `lineblast` keeps K lines in flight on each of N connections, "
+        "checks every echoed byte against what it sent (a mismatch fails the "
+        "run), and counts lines over a "
+        f"{s.get('duration', '?')} s window after {s.get('warmup', '?')} s of "
+        f"warm-up. A run is one pass over every cell and every peer with fresh "
+        f"server processes, the peers' order rotating from run to run; "
+        f"{s.get('runs', '?')} run(s). Each figure is the median of the per-run "
+        f"ratios, with min{DASH}max. No Debian package fits as the load generator: "
+        "iperf/iperf3, tcpbench and netperfmeter measure one-way bulk "
+        "throughput, wrk speaks HTTP, and none keeps K lines in flight and "
+        "checks the echo.",
+        "",
+        "Each server is written the way its users write it: `StateProtocol` "
+        "as `while True: line = yield self.read_line(); self.write_line(line)`, "
+        "`LineReceiver.lineReceived` calling `sendLine`, the bare `Protocol` "
+        "writing each chunk back, asyncio as in its documentation "
+        "(`readline`, `write`, `await drain()`). Each framework keeps its "
+        "default socket options (asyncio and uvloop set `TCP_NODELAY`, "
+        "Twisted does not); the client sets `TCP_NODELAY`.",
+        "",
+        "## Scenario 1: line echo",
+        "",
+        echo_section(results, peers),
+        "## Scenario 2: length-prefixed frames",
+        "",
+        "_Not in this harness yet._",
+        "",
+        "## Scenario 3: memory per idle connection",
+        "",
+        f"A fresh server per measurement. The client opens {IDLE_WARM} "
+        f"connections, then {s.get('idle_conns', '?'):,} more; on each it sends "
+        "one line and waits for the echo, so every handler has run once and "
+        "is suspended waiting for the next line (`StateProtocol` in "
+        "`read_line()`, asyncio in `readline()`). The figure is the growth of "
+        "the server's `VmRSS` between the two batches divided by the "
+        "connections added (kernel socket buffers are not in RSS).",
+        "",
+        single_table(results, "memory", "idle", peers, "bytes/conn", "lower"),
+        "## Scenario 4: tail calls",
+        "",
+        "Measured by `bench/tailcall.py` (embedded from its report "
+        "`bench/results/tailcall.md`).",
+        "",
+        results.tailcall or "_Not measured in this run._",
+        "",
+        "## Scenario 5: connection churn",
+        "",
+        f"{CHURN_CONCURRENCY} concurrent loops of: connect, send one 16 B "
+        "line, read the echo, close (the client closes first).",
+        "",
+        single_table(results, "churn", "churn", peers, "connections/s", "higher"),
+        "## Eager send: syscalls per echoed line, one line in flight",
+        "",
+        strace_section(results),
+        EAGER_SEND_TEXT,
+    ]
+    if results.notes:
+        out += ["## Notes", "", *(f"- {note}" for note in results.notes), ""]
+    return "\n".join(out)
+
+
+def chart(results: Results, peers: Sequence[Peer], path: Path) -> bool:
+    """
+    Draw the ratios as grouped bars (throughput, and memory on its own axes).
+
+    @return: False if matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    others = [p for p in peers if p.key != BASELINE]
+    groups: list[tuple[str, str, str]] = [
+        ("echo", c.key, c.label.replace(", ", "\n", 1)) for c in ECHO_CELLS
+    ]
+    groups.append(("churn", "churn", "churn\nconnect, line, close"))
+    groups = [g for g in groups if results.values(g[0], g[1], BASELINE)]
+    memory = results.values("memory", "idle", BASELINE)
+    fig, axes = plt.subplots(
+        1,
+        2,
+        figsize=(14, 5.5),
+        gridspec_kw={"width_ratios": [max(len(groups), 1), 1.6]},
+    )
+    colors = plt.get_cmap("tab10")
+    width = 0.8 / max(len(others), 1)
+
+    def bars(ax: Any, items: list[tuple[str, str]]) -> None:
+        for i, peer in enumerate(others):
+            medians, low, high = [], [], []
+            for scenario, cell in items:
+                ratios = results.ratios(scenario, cell, peer.key)
+                median = statistics.median(ratios) if ratios else 0.0
+                medians.append(median)
+                low.append(median - min(ratios) if ratios else 0.0)
+                high.append(max(ratios) - median if ratios else 0.0)
+            xs = [x + (i - (len(others) - 1) / 2) * width for x in range(len(items))]
+            ax.bar(
+                xs,
+                medians,
+                width,
+                yerr=[low, high],
+                capsize=2,
+                label=peer.label,
+                color=colors(i % 10),
+            )
+        ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
+
+    throughput = axes[0]
+    bars(throughput, [(g[0], g[1]) for g in groups])
+    throughput.set_xticks(range(len(groups)))
+    throughput.set_xticklabels([g[2] for g in groups], fontsize=8)
+    throughput.set_ylabel("ratio to Twisted LineReceiver (higher is better)")
+    throughput.set_title("Line echo and churn: throughput")
+    throughput.legend(fontsize=8, loc="upper left")
+    mem_axes = axes[1]
+    if memory:
+        bars(mem_axes, [("memory", "idle")])
+        mem_axes.set_xticks([0])
+        mem_axes.set_xticklabels(["idle connection\nRSS per connection"], fontsize=8)
+    mem_axes.set_ylabel("ratio to Twisted LineReceiver (lower is better)")
+    mem_axes.set_title("Memory per idle connection")
+    runs = results.settings.get("runs", "?")
+    fig.suptitle(
+        f"txstateproto vs peers, median of {runs} runs (bars: min{DASH}max); "
+        f"{results.machine.get('cores', '?')} shared cores, "
+        f"Python {results.machine.get('python', '?')}, "
+        f"Twisted {results.machine.get('twisted', '?')}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def summary(results: Results, peers: Sequence[Peer]) -> str:
+    """
+    A plain-text summary for the terminal.
+    """
+    lines = []
+    others = [p for p in peers if p.key != BASELINE]
+    for c in ECHO_CELLS:
+        if results.values("echo", c.key, BASELINE):
+            base = fmt_rate(results.median("echo", c.key, BASELINE))
+            ratios = "  ".join(
+                f"{p.key} {fmt_ratio(results.ratios('echo', c.key, p.key))}"
+                for p in others
+            )
+            lines.append(f"{c.label:32} LineReceiver {base:>10}/s  {ratios}")
+    for scenario, cell, unit in (
+        ("memory", "idle", "B/conn"),
+        ("churn", "churn", "conn/s"),
+    ):
+        if results.values(scenario, cell, BASELINE):
+            base = fmt_rate(results.median(scenario, cell, BASELINE))
+            ratios = "  ".join(
+                f"{p.key} {fmt_ratio(results.ratios(scenario, cell, p.key))}"
+                for p in others
+            )
+            lines.append(f"{scenario:32} LineReceiver {base:>7} {unit}  {ratios}")
+    for entry in results.strace:
+        per_line = {k: v / max(entry["lines"], 1) for k, v in entry["calls"].items()}
+        lines.append(
+            f"strace {entry['peer']:>12} {entry['conns']:>3} conns: "
+            f"epoll_ctl {per_line.get('epoll_ctl', 0):.2f}/line, "
+            f"all {sum(per_line.values()):.2f}/line"
+        )
+    return "\n".join(lines)
+
+
+# -- main ----------------------------------------------------------------------
+
+SECTIONS = ("echo", "churn", "memory", "strace", "tailcall")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """
+    Read the command line.
+    """
+    parser = argparse.ArgumentParser(
+        description="Benchmark txstateproto against its peers, side by side."
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: short windows, 1 run, 500 idle connections, "
+        "tailcall --quick; writes to bench/results/quick/ unless --out is given",
+    )
+    parser.add_argument("--runs", type=int, help="runs per figure (default 5)")
+    parser.add_argument("--duration", type=float, help="measuring window, seconds")
+    parser.add_argument("--warmup", type=float, help="warm-up, seconds")
+    parser.add_argument("--idle", type=int, help="idle connections (default 5000)")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run, of {','.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--tailcall",
+        choices=["run", "reuse", "skip"],
+        default="run",
+        help="scenario 4: run bench/tailcall.py, reuse its last report, or skip",
+    )
+    parser.add_argument("--out", type=Path, help="where to write benchmarks.md/.png")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="do not measure: render the report from a saved results JSON",
+    )
+    return parser.parse_args(argv)
+
+
+def settings_from(options: argparse.Namespace) -> Settings:
+    """
+    The settings for this invocation.
+    """
+    settings = Settings()
+    if options.quick:
+        settings = Settings(
+            runs=1,
+            warmup=0.2,
+            duration=0.5,
+            idle_conns=500,
+            strace_duration=0.5,
+            quick=True,
+        )
+    if options.runs is not None:
+        settings.runs = options.runs
+    if options.duration is not None:
+        settings.duration = options.duration
+    if options.warmup is not None:
+        settings.warmup = options.warmup
+    if options.idle is not None:
+        settings.idle_conns = options.idle
+    return settings
+
+
+def load_json(path: Path) -> Results:
+    """
+    Results saved by an earlier invocation.
+    """
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw["samples"] = [Sample(**s) for s in raw["samples"]]
+    return Results(**raw)
+
+
+def main(argv: Sequence[str]) -> int:
+    """
+    Measure, then write the report and the chart.
+    """
+    options = parse_args(argv)
+    settings = settings_from(options)
+    out: Path = options.out or (RESULTS / "quick" if settings.quick else REPO / "docs")
+    peers = PEERS
+    if options.from_json:
+        results = load_json(options.from_json)
+    else:
+        sections = {s.strip() for s in options.only.split(",") if s.strip()}
+        unknown = sections - set(SECTIONS)
+        if unknown:
+            print(f"unknown sections: {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        results = Results(machine=machine_facts(), settings=asdict(settings))
+        started = time.monotonic()
+        try:
+            build_loadgen()
+            if sections & {"echo", "churn"}:
+                if "echo" not in sections:
+                    progress("churn runs with echo; measuring both")
+                run_echo_and_churn(results, settings, peers, "churn" in sections)
+            if "memory" in sections:
+                run_memory(results, settings, peers)
+            if "strace" in sections:
+                run_strace(results, settings)
+            if "tailcall" in sections and options.tailcall != "skip":
+                run_tailcall(results, settings, options.tailcall)
+        except BenchError as e:
+            print(f"bench/run.py: {e}", file=sys.stderr)
+            return 1
+        results.settings["elapsed_seconds"] = round(time.monotonic() - started)
+        RESULTS.mkdir(exist_ok=True)
+        saved = RESULTS / (
+            "benchmarks-quick.json" if settings.quick else "benchmarks.json"
+        )
+        saved.write_text(json.dumps(asdict(results), indent=1), encoding="utf-8")
+        progress(f"raw results saved to {saved}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmarks.md").write_text(render(results, peers), encoding="utf-8")
+    drawn = chart(results, peers, out / "benchmarks.png")
+    print(summary(results, peers))
+    print(f"\nWritten: {out / 'benchmarks.md'}", end="")
+    print(
+        f", {out / 'benchmarks.png'}"
+        if drawn
+        else " (no chart: pip install matplotlib)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
