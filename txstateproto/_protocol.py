@@ -30,6 +30,7 @@ C{receive_high_water}, so TCP flow control pushes back on the peer.
 from __future__ import annotations
 
 import collections
+import copy
 from collections.abc import Coroutine as _AsyncBody
 from collections.abc import Generator
 from enum import Enum
@@ -87,20 +88,18 @@ class _Kind(Enum):
     SOME = "some"
 
 
-class _Read:
+class _Read(Deferred[bytes]):
     """
-    A read that the buffer could not satisfy yet.
+    A read that the buffer could not satisfy yet: the Deferred handed to the
+    reader, carrying what it waits for.
+
+    It is its own Deferred (rather than an object holding one) so that a
+    queued read costs one allocation and makes no reference cycle: a
+    canceller bound to a separate holder would tie the two together until
+    the garbage collector ran.
     """
 
-    __slots__ = (
-        "_queue",
-        "deferred",
-        "delimiter",
-        "kind",
-        "limit_name",
-        "size",
-        "timer",
-    )
+    __slots__ = ("_queue", "delimiter", "kind", "limit_name", "size", "timer")
 
     def __init__(
         self,
@@ -109,19 +108,18 @@ class _Read:
         delimiter: bytes,
         limit_name: str,
     ) -> None:
+        super().__init__(_cancel_read)
         self.kind = kind
         self.size = size
         self.delimiter = delimiter
         self.limit_name = limit_name
-        self.deferred: Deferred[bytes] = Deferred(self._cancel)
         self.timer: IDelayedCall | None = None
         self._queue: collections.deque[_Read] | None = None
 
-    def _cancel(self, _: Deferred[bytes]) -> None:
-        # Leave the queue so that later bytes go to the next reader.
-        self._remove()
-
     def _remove(self) -> None:
+        """
+        Leave the queue of reads and cancel the timeout, if any.
+        """
         queue = self._queue
         if queue is not None:
             self._queue = None
@@ -131,6 +129,28 @@ class _Read:
             self.timer = None
             if timer.active():
                 timer.cancel()
+
+    def __repr__(self) -> str:
+        """
+        Say what the read waits for, for the conversation's C{repr}.
+        """
+        if self.kind is _Kind.UNTIL:
+            wanted = f"until {self.delimiter!r} ({self.limit_name}={self.size})"
+        else:
+            wanted = f"{self.kind.value} {self.size}"
+        state = "queued" if self._queue is not None else "done"
+        return f"<read {wanted} {state} at 0x{id(self):x}>"
+
+    __str__ = __repr__
+
+
+def _cancel_read(read: Deferred[bytes]) -> None:
+    """
+    The canceller of a L{_Read}: leave the queue, so that later bytes go to
+    the next reader and nothing is consumed for this one.
+    """
+    assert isinstance(read, _Read)
+    read._remove()
 
 
 @implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
@@ -160,11 +180,21 @@ class StateProtocol(Protocol):
 
     C{start()} runs as a L{Coroutine} (L{conversation}) from
     C{connectionMade}. When it returns, queued writes are flushed and the
-    connection is closed. If it raises, the failure is logged once and the
-    connection closed (a L{ProtocolError} is logged as a warning, not a
-    crash). Losing the connection cancels the conversation, cascading
-    through whatever it waits on; the resulting L{CancelledError} is expected
-    and not logged.
+    connection is closed. If it raises, the failure is logged once, with
+    the protocol class, the peer and the traceback, and the connection is
+    closed; a L{ProtocolError} or a read's
+    L{twisted.internet.defer.TimeoutError} (the peer sent something we
+    cannot accept, or not in time) is logged as a warning without a
+    traceback instead. Losing the connection cancels the conversation,
+    cascading through whatever it waits on; the resulting L{CancelledError}
+    (or the connection's loss raised by a read or L{drain} in clean-up code)
+    is expected and not logged. The conversation's failure is consumed by
+    the protocol after logging: callbacks added to L{conversation} later see
+    C{None}.
+
+    Afterwards nothing is left behind: no timer on L{clock}, no producer
+    registered with the transport, and no reference cycle that would keep
+    the protocol alive until the garbage collector runs.
 
     Limits and knobs, overridable on a subclass or an instance:
 
@@ -339,13 +369,15 @@ class StateProtocol(Protocol):
             conversation.cancel()
         for spawned in list(self._tasks):
             spawned.cancel()
+        # Reads and drains that no cancelled coroutine was waiting on: each
+        # gets its own copy of the reason (see _closed_error).
         while self._reads:
             read = self._reads[0]
             read._remove()
-            read.deferred.errback(reason)
+            read.errback(self._closed_error())
         drains, self._drains = self._drains, []
         for d in drains:
-            d.errback(reason)
+            d.errback(self._closed_error())
         if conversation is None or conversation.called:
             self._fire_closed()
 
@@ -360,11 +392,14 @@ class StateProtocol(Protocol):
     def resumeProducing(self) -> None:
         """
         The transport's send buffer has drained: fire waiting L{drain}s.
+
+        A drain's waiter may write enough to fill the buffer again, in which
+        case the transport pauses us at once and later drains keep waiting.
         """
         self._write_paused = False
-        drains, self._drains = self._drains, []
-        for d in drains:
-            d.callback(None)
+        drains = self._drains
+        while drains and not self._write_paused:
+            drains.pop(0).callback(None)
 
     def stopProducing(self) -> None:
         """
@@ -411,12 +446,19 @@ class StateProtocol(Protocol):
         @return: A Deferred firing with the bytes before the separator.
         @raise LineTooLongError: (as the failure) If C{max_length} is
             exceeded; its C{limit_name} is C{"max_length"}.
-        @raise ValueError: At once, if C{separator} is empty.
+        @raise twisted.internet.defer.TimeoutError: (as the failure) If the
+            separator does not arrive within C{timeout}.
+        @raise EndOfStreamError: (as the failure) If the peer half-closed
+            before the separator arrived (only with L{half_close}).
+        @raise ValueError: At once, if C{separator} is empty or C{max_length}
+            is negative.
         """
         if not separator:
             raise ValueError("read_until() needs a non-empty separator")
         if max_length is None:
             max_length = self.max_line_length
+        elif max_length < 0:
+            raise ValueError(f"read_until() needs max_length >= 0, not {max_length}")
         return self._read(_Kind.UNTIL, max_length, separator, "max_length", timeout)
 
     def read_exactly(self, n: int, timeout: float | None = None) -> Deferred[bytes]:
@@ -484,7 +526,7 @@ class StateProtocol(Protocol):
         if self._buffer_paused:
             # A read that needs more than is buffered may lift the pause.
             self._check_buffer_pressure()
-        return read.deferred
+        return read
 
     def _take(
         self, kind: _Kind, size: int, delimiter: bytes, limit_name: str
@@ -505,12 +547,38 @@ class StateProtocol(Protocol):
         the connection is gone.
         """
         if self.state is ConnectionState.PEER_CLOSED:
-            return EndOfStreamError(
-                self._buffer.take_all(), size if kind is _Kind.EXACTLY else None
-            )
+            if kind is _Kind.EXACTLY:
+                expected: int | None = size
+            elif kind is _Kind.SOME:
+                expected = 1
+            else:
+                expected = None
+            return EndOfStreamError(self._buffer.take_all(), expected)
+        return self._closed_error()
+
+    def _closed_error(self) -> Exception:
+        """
+        A new exception saying why the connection is not open.
+
+        A copy of C{disconnect_reason}'s exception, never the instance
+        itself: raised in a handler, an exception takes a traceback that
+        reaches the handler's frames and so this protocol, and the protocol
+        holding it through C{disconnect_reason} would make a cycle (or, for
+        Twisted's shared C{connectionDone}, keep the protocol alive for
+        good).
+        """
         reason = self.disconnect_reason
         if reason is not None and isinstance(reason.value, Exception):
-            return reason.value
+            value = reason.value
+            try:
+                error = copy.copy(value)
+            except Exception:
+                error = ConnectionDone(str(value))
+            else:
+                error.__traceback__ = None
+                error.__context__ = None
+                error.__cause__ = None
+            return error
         return ConnectionDone("the connection is not open")
 
     def _satisfy(self) -> None:
@@ -528,18 +596,18 @@ class StateProtocol(Protocol):
                     )
                 except ProtocolError as e:
                     read._remove()
-                    read.deferred.errback(e)
+                    read.errback(e)
                     continue
                 if data is None:
                     if self.state is ConnectionState.PEER_CLOSED:
                         read._remove()
-                        read.deferred.errback(self._not_readable(read.kind, read.size))
+                        read.errback(self._not_readable(read.kind, read.size))
                         continue
                     break
                 read._remove()
                 # Resumes the handler, which may read again at once (from
                 # the buffer) or queue another read, picked up by this loop.
-                read.deferred.callback(data)
+                read.callback(data)
         finally:
             self._satisfying = False
         if self._buffer_paused:
@@ -551,9 +619,7 @@ class StateProtocol(Protocol):
         """
         read.timer = None
         read._remove()
-        read.deferred.errback(
-            defer.TimeoutError(f"read timed out after {timeout} seconds")
-        )
+        read.errback(defer.TimeoutError(f"read timed out after {timeout} seconds"))
 
     # -- back-pressure on the receive side ------------------------------------
 
@@ -625,19 +691,22 @@ class StateProtocol(Protocol):
             gone, since queued bytes can no longer be sent.
         """
         if self.state is ConnectionState.CLOSED:
-            reason = self.disconnect_reason
-            return fail(reason if reason is not None else ConnectionDone())
+            return fail(self._closed_error())
         if not self._write_paused:
             return succeed(None)
-        drains = self._drains
-
-        def cancel(d: Deferred[None]) -> None:
-            if d in drains:
-                drains.remove(d)
-
-        d: Deferred[None] = Deferred(cancel)
-        drains.append(d)
+        # A bound method, not a closure over the list: the list would hold
+        # the Deferred and the Deferred the list, a cycle per drain.
+        d: Deferred[None] = Deferred(self._cancel_drain)
+        self._drains.append(d)
         return d
+
+    def _cancel_drain(self, d: Deferred[None]) -> None:
+        """
+        Forget a cancelled L{drain}.
+        """
+        drains = self._drains
+        if d in drains:
+            drains.remove(d)
 
     # -- time, side tasks, pause ----------------------------------------------
 
@@ -670,6 +739,8 @@ class StateProtocol(Protocol):
             return spawned
         self._tasks.add(spawned)
         spawned.addBoth(self._task_ended, spawned)
+        if self.state is ConnectionState.CLOSED:
+            spawned.cancel()
         return spawned
 
     def pause(self) -> None:
@@ -723,17 +794,21 @@ class StateProtocol(Protocol):
         of a lost connection).
         """
         if isinstance(result, Failure):
-            if result.check(CancelledError) and self.state is ConnectionState.CLOSED:
-                pass  # The expected end of a lost connection.
-            elif result.check(ProtocolError):
+            if self._lost_connection_ended(result):
+                pass
+            elif result.check(ProtocolError, defer.TimeoutError):
+                # The peer sent something we cannot accept, or not soon
+                # enough: worth a line in the log, not a traceback.
                 _log.warn(
                     "{protocol} closing connection with {peer}: {error}",
                     protocol=type(self).__qualname__,
                     peer=self._peer(),
                     error=result.getErrorMessage(),
+                    error_type=result.type,
                 )
             elif not result.check(CancelledError):
                 self._log_crash(result, "conversation")
+            _release(result)
         for spawned in list(self._tasks):
             spawned.cancel()
         self._close()
@@ -741,22 +816,42 @@ class StateProtocol(Protocol):
             self._fire_closed()
         return None if isinstance(result, Failure) else result
 
-    def _task_ended(self, result: object, spawned: Coroutine[Any]) -> None:
+    def _lost_connection_ended(self, failure: Failure) -> bool:
+        """
+        Say whether a coroutine's failure is the expected result of the
+        connection being lost: the cancel that C{connectionLost} delivered,
+        or the loss itself, raised by a read or drain in clean-up code.
+        """
+        if self.state is not ConnectionState.CLOSED:
+            return False
+        if failure.check(CancelledError):
+            return True
+        reason = self.disconnect_reason
+        return reason is not None and failure.check(reason.type) is not None
+
+    def _task_ended(self, result: object, spawned: Coroutine[Any]) -> object:
         """
         A side task ended: forget it, and close on an unexpected failure.
+
+        A result passes on to callbacks added later; a failure is consumed.
         """
         self._tasks.discard(spawned)
         if isinstance(result, Failure):
             self._task_failed(result, spawned)
+            return None
+        return result
 
     def _task_failed(self, failure: Failure, spawned: Coroutine[Any]) -> None:
         """
-        Log a side task's failure and close the connection.
+        Log a side task's failure (unless it is the expected end of a lost
+        connection or a cancel) and close the connection.
         """
-        if failure.check(CancelledError):
-            return
-        self._log_crash(failure, f"side task {spawned!r}")
-        self._close()
+        if not failure.check(CancelledError) and not self._lost_connection_ended(
+            failure
+        ):
+            self._log_crash(failure, f"side task {spawned!r}")
+            self._close()
+        _release(failure)
 
     def _log_crash(self, failure: Failure, what: str) -> None:
         """
@@ -769,6 +864,7 @@ class StateProtocol(Protocol):
             what=what,
             peer=self._peer(),
         )
+        _release(failure)
 
     def _close(self) -> None:
         """
@@ -837,6 +933,19 @@ class StateProtocol(Protocol):
             f"<{type(self).__qualname__} peer={peer} state={self.state.value} "
             f"buffered={len(self._buffer)} conversation={self.conversation!r}>"
         )
+
+
+def _release(failure: Failure) -> None:
+    """
+    Drop a consumed failure's traceback (keeping its text for the log).
+
+    An exception raised in a handler holds a traceback whose frames hold
+    the handler's locals (C{self} among them) and the engine's, one of which
+    holds the exception again: a cycle that would keep the protocol alive
+    until the garbage collector ran. Twisted does the same for failures a
+    Deferred keeps (L{Failure.cleanFailure}).
+    """
+    failure.cleanFailure()
 
 
 def _wait(d: Deferred[Any]) -> Generator[Any, Any, Any]:
