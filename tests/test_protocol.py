@@ -774,6 +774,36 @@ class LifecycleTests(SynchronousTestCase):
         self.successResultOf(closed)
         self.successResultOf(p.when_closed())
 
+    def test_close_during_first_run_cancels_conversation(self) -> None:
+        """
+        A transport that delivers C{connectionLost} synchronously while
+        C{start()} first runs still gets the conversation cancelled.
+        """
+
+        def script(p: Scripted) -> Body:
+            assert p.transport is not None
+            p.transport.loseConnection()
+            yield p.sleep(10)
+
+        p = Scripted(script)
+        h = ProtocolHarness(p)
+        self.assertTrue(h.closed)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.successResultOf(p.when_closed())
+
+    def test_cancelled_when_closed_is_harmless(self) -> None:
+        """
+        Cancelling a C{when_closed} wait ends only that wait; the close
+        later fires the others without error.
+        """
+        h = ProtocolHarness(idle())
+        cancelled = h.protocol.when_closed()
+        kept = h.protocol.when_closed()
+        cancelled.cancel()
+        self.failureResultOf(cancelled, CancelledError)
+        h.lose_connection()
+        self.successResultOf(kept)
+
     def test_clock_defaults_to_global_reactor(self) -> None:
         """
         Without a clock set, timers use the global reactor.

@@ -238,6 +238,10 @@ class StateProtocol(Protocol):
     _clock: interfaces.IReactorTime | None = None
 
     def __init__(self) -> None:
+        """
+        Make an unconnected protocol; the conversation starts in
+        C{connectionMade}.
+        """
         self._buffer = ReceiveBuffer()
         self._reads: collections.deque[_Read] = collections.deque()
         self._satisfying = False
@@ -317,10 +321,16 @@ class StateProtocol(Protocol):
             return
         self.conversation = conversation
         conversation.addBoth(self._conversation_ended)
+        if self.state is ConnectionState.CLOSED:
+            # A synchronous transport delivered connectionLost while start()
+            # ran, before there was a conversation to cancel.
+            conversation.cancel()
 
     def dataReceived(self, data: bytes) -> None:
         """
         Buffer C{data} and satisfy the queued reads it completes, in order.
+
+        @param data: The bytes the transport received.
         """
         self._buffer.append(data)
         if self._idle_timer is not None:
@@ -351,6 +361,12 @@ class StateProtocol(Protocol):
         """
         Record why, cancel the conversation and side tasks (cascading), and
         leave no timer or producer registration behind.
+
+        Reads and L{drain}s that are still pending (issued by code other
+        than the cancelled coroutines) fail with a copy of C{reason}'s
+        exception.
+
+        @param reason: Why the connection was lost.
         """
         self.state = ConnectionState.CLOSED
         self.disconnect_reason = reason
@@ -412,9 +428,11 @@ class StateProtocol(Protocol):
         """
         Read the next line, without its delimiter.
 
-        @param timeout: Seconds to wait, or C{None} for no limit.
-        @return: A Deferred firing with the line. Cancelling it removes the
-            read; nothing is consumed from the buffer.
+        @param timeout: Seconds to wait, or C{None} for no limit. A read the
+            buffer satisfies at once schedules no timer.
+        @return: A Deferred firing with the line. Cancelling it (or its
+            timing out) removes the read and its timer; nothing is consumed
+            from the buffer, and the bytes go to the next read.
         @raise LineTooLongError: (as the Deferred's failure) If more than
             C{max_line_length} bytes arrive without the delimiter.
         @raise twisted.internet.defer.TimeoutError: (as the failure) If no
@@ -444,6 +462,8 @@ class StateProtocol(Protocol):
             defaults to C{max_line_length}.
         @param timeout: Seconds to wait, or C{None} for no limit.
         @return: A Deferred firing with the bytes before the separator.
+            Cancelling it removes the read and its timer; nothing is
+            consumed.
         @raise LineTooLongError: (as the failure) If C{max_length} is
             exceeded; its C{limit_name} is C{"max_length"}.
         @raise twisted.internet.defer.TimeoutError: (as the failure) If the
@@ -467,9 +487,14 @@ class StateProtocol(Protocol):
 
         @param n: How many bytes; at most C{max_frame_size}.
         @param timeout: Seconds to wait, or C{None} for no limit.
-        @return: A Deferred firing with C{n} bytes.
+        @return: A Deferred firing with C{n} bytes. Cancelling it removes the
+            read and its timer; nothing is consumed.
         @raise FrameTooLongError: (as the failure) If C{n} exceeds
             C{max_frame_size}; nothing is buffered for it.
+        @raise twisted.internet.defer.TimeoutError: (as the failure) If the
+            C{n} bytes do not arrive within C{timeout}.
+        @raise EndOfStreamError: (as the failure) If the peer half-closed
+            first (only with L{half_close}); C{partial} holds what arrived.
         @raise ValueError: At once, if C{n} is negative.
         """
         if n < 0:
@@ -486,7 +511,12 @@ class StateProtocol(Protocol):
 
         @param max_bytes: The most bytes to return (at least 1).
         @param timeout: Seconds to wait, or C{None} for no limit.
-        @return: A Deferred firing with 1 to C{max_bytes} bytes.
+        @return: A Deferred firing with 1 to C{max_bytes} bytes. Cancelling
+            it removes the read and its timer.
+        @raise twisted.internet.defer.TimeoutError: (as the failure) If
+            nothing arrives within C{timeout}.
+        @raise EndOfStreamError: (as the failure) If the peer half-closed and
+            nothing is buffered (only with L{half_close}).
         @raise ValueError: At once, if C{max_bytes} is below 1.
         """
         if max_bytes < 1:
@@ -660,6 +690,8 @@ class StateProtocol(Protocol):
         """
         Queue C{data} for sending. Writes after the connection is lost are
         dropped, as Twisted's transports do.
+
+        @param data: The bytes to send.
         """
         transport = self.transport
         if transport is not None:
@@ -668,6 +700,8 @@ class StateProtocol(Protocol):
     def write_line(self, line: bytes) -> None:
         """
         Queue C{line} followed by L{delimiter}.
+
+        @param line: The line, without its delimiter.
         """
         transport = self.transport
         if transport is not None:
@@ -714,6 +748,7 @@ class StateProtocol(Protocol):
         """
         Wait C{seconds} on L{clock}.
 
+        @param seconds: How long to wait.
         @return: A Deferred firing with C{None}; cancelling it cancels the
             timer, so a cancelled conversation leaves no DelayedCall behind.
         """
@@ -727,11 +762,18 @@ class StateProtocol(Protocol):
         Run a side task tied to this connection (a heartbeat, a second reader).
 
         It is cancelled, cascading, when the connection is lost or the main
-        conversation ends. If it fails (other than by that cancel), the
-        failure is logged and the connection is closed.
+        conversation ends, or at once if the connection is already closed.
+        If it fails (other than by that cancel or by the lost connection),
+        the failure is logged like a crash of the conversation and the
+        connection is closed.
+
+        Waiting on the returned Coroutine gives the task's result. Its
+        failures are consumed by the protocol (logged or expected), so a
+        waiter sees C{None} if the task failed or was cancelled.
 
         @param body: A generator or coroutine object, or a L{Coroutine}.
-        @return: The side task's L{Coroutine}.
+        @return: The side task's L{Coroutine}; cancelling it cancels the task
+            alone, silently.
         """
         spawned = body if isinstance(body, Coroutine) else Coroutine(body)
         if spawned.called:
@@ -749,7 +791,11 @@ class StateProtocol(Protocol):
         flow control pushes back on the peer.
 
         Cascades into whatever the conversation waits on (see
-        L{Coroutine.pause}). Each call needs a matching L{unpause}.
+        L{Coroutine.pause}); a result that arrives meanwhile is held. Each
+        call needs a matching L{unpause}. Reading stays paused as long as
+        either this or the receive buffer's high-water mark asks for it,
+        and the transport is told only when that changes. Losing the
+        connection cancels the conversation even while paused.
         """
         self._user_paused += 1
         if self.conversation is not None:
@@ -772,7 +818,8 @@ class StateProtocol(Protocol):
         Wait until the connection is closed and the conversation has ended
         (its clean-up included).
 
-        @return: A Deferred firing with C{None}.
+        @return: A Deferred firing with C{None}; at once if that has already
+            happened. Cancelling it only ends this wait.
         """
         d: Deferred[None] = Deferred()
         if self.state is ConnectionState.CLOSED and (
