@@ -1,0 +1,177 @@
+"""
+Length-prefixed frames: an 8-, 16- or 32-bit unsigned big-endian length, then
+that many bytes.
+
+This is what Twisted's
+L{Int8StringReceiver<twisted.protocols.basic.Int8StringReceiver>},
+L{Int16StringReceiver<twisted.protocols.basic.Int16StringReceiver>} and
+L{Int32StringReceiver<twisted.protocols.basic.Int32StringReceiver>} speak,
+so a peer built on those classes interoperates in both directions.
+
+This module owns L{read_frame} and L{write_frame}; it must not know other
+framings. It imports only L{StateProtocol}'s public read and write methods and
+the error classes.
+
+Why plain functions and not coroutines
+======================================
+
+A frame is two counted reads: the prefix, then the body. Under load (a
+pipelining peer, many frames per received chunk) both are already buffered,
+so the prefix read returns a Deferred that has fired; L{read_frame} then
+issues the body read at once and returns that Deferred itself: no callback,
+no L{Coroutine}, one Deferred per read. Only when the prefix has not arrived
+does it chain the body read with C{addCallback}; Twisted forwards C{cancel()}
+through such a chain to the read being waited on, so the reader stays
+cancel-safe without an engine of its own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
+
+from txstateproto._errors import FrameTooLongError
+
+if TYPE_CHECKING:
+    from txstateproto._protocol import StateProtocol
+
+__all__ = ["read_frame", "write_frame"]
+
+#: Prefix width in bits -> prefix size in bytes.
+_PREFIX_SIZES = {8: 1, 16: 2, 32: 4}
+
+# Bodies at least this long are written as a separate write() instead of
+# being joined to the prefix: the join would copy the whole body once more.
+_JOIN_LIMIT = 65536
+
+
+def _prefix_size(prefix_bits: int) -> int:
+    """
+    Map a prefix width in bits to its size in bytes.
+
+    @param prefix_bits: 8, 16 or 32.
+    @return: 1, 2 or 4.
+    @raise ValueError: For any other width.
+    """
+    size = _PREFIX_SIZES.get(prefix_bits)
+    if size is None:
+        raise ValueError(f"prefix_bits must be 8, 16 or 32, not {prefix_bits!r}")
+    return size
+
+
+def read_frame(
+    proto: StateProtocol,
+    prefix_bits: int = 32,
+    max_length: int | None = None,
+    timeout: float | None = None,
+) -> Deferred[bytes]:
+    """
+    Read one length-prefixed frame and return its body.
+
+    The prefix is an unsigned big-endian integer of C{prefix_bits} bits
+    giving the body's length in bytes, as Twisted's C{IntNStringReceiver}
+    classes send it::
+
+        body = yield read_frame(self, prefix_bits=16, max_length=4096)
+
+    The announced length is checked against the limit before a byte of the
+    body is read or buffered for it: a peer announcing 4 GB costs nothing.
+
+    @param proto: The protocol to read from.
+    @param prefix_bits: The width of the length prefix: 8, 16 or 32.
+    @param max_length: The longest body accepted, in bytes. By default
+        C{proto.max_frame_size}, which also caps any larger value given here
+        (raise it on the protocol for bigger frames).
+    @param timeout: Seconds to wait for the whole frame, or C{None} for no
+        limit.
+    @return: A Deferred firing with the body. Cancelling it cancels the read
+        it is waiting on. If the prefix has been consumed by then, the
+        stream is left in the middle of a frame: close the connection rather
+        than read on.
+    @raise ValueError: At once, if C{prefix_bits} is not 8, 16 or 32.
+    @raise FrameTooLongError: (as the Deferred's failure) If the announced
+        length exceeds the limit; C{limit_name} is C{"max_length"} or
+        C{"max_frame_size"} (whichever was exceeded), C{length} the
+        announced length. Nothing is buffered for the body.
+    @raise twisted.internet.defer.TimeoutError: (as the failure) If the frame
+        is not complete within C{timeout}.
+    @raise EndOfStreamError: (as the failure) If the peer half-closed before
+        the frame was complete (only with C{proto.half_close}).
+    """
+    size = _prefix_size(prefix_bits)
+    if max_length is None:
+        limit, limit_name = proto.max_frame_size, "max_frame_size"
+    else:
+        limit, limit_name = max_length, "max_length"
+    header = proto.read_exactly(size)
+    prefix = header.result if header.called else None
+    if isinstance(prefix, bytes):
+        # The prefix was buffered: issue the body read now and hand back its
+        # own Deferred (no callback, no chain).
+        frame = _read_body(prefix, proto, limit, limit_name)
+    else:
+        frame = header.addCallback(_read_body, proto, limit, limit_name)
+    if timeout is not None:
+        frame.addTimeout(timeout, proto.clock, _frame_timed_out)
+    return frame
+
+
+def _read_body(
+    prefix: bytes, proto: StateProtocol, limit: int, limit_name: str
+) -> Deferred[bytes]:
+    """
+    Check the announced length against the limit, then read the body.
+
+    @param prefix: The length prefix as received.
+    @param proto: The protocol to read from.
+    @param limit: The longest body accepted.
+    @param limit_name: The limit's name for the error.
+    @return: The body read's Deferred, or a failed one.
+    """
+    length = int.from_bytes(prefix, "big")
+    if length > limit:
+        return fail(FrameTooLongError(limit, length, limit_name))
+    return proto.read_exactly(length)
+
+
+def _frame_timed_out(result: bytes | Failure, timeout: float) -> bytes:
+    """
+    Turn the cancel caused by L{read_frame}'s timeout into a TimeoutError.
+
+    @param result: What the frame read ended with once cancelled.
+    @param timeout: The timeout, in seconds.
+    @return: Never; always raises.
+    @raise twisted.internet.defer.TimeoutError: Always.
+    """
+    if isinstance(result, Failure):
+        result.trap(defer.CancelledError)
+    raise defer.TimeoutError(f"frame not complete after {timeout} seconds")
+
+
+def write_frame(proto: StateProtocol, data: bytes, prefix_bits: int = 32) -> None:
+    """
+    Write C{data} as one length-prefixed frame.
+
+    @param proto: The protocol to write to.
+    @param data: The body.
+    @param prefix_bits: The width of the length prefix: 8, 16 or 32.
+    @raise ValueError: If C{prefix_bits} is not 8, 16 or 32, or C{data} is
+        too long for the prefix (at least C{2 ** prefix_bits} bytes);
+        nothing is written then.
+    """
+    size = _prefix_size(prefix_bits)
+    length = len(data)
+    if length >> prefix_bits:
+        raise ValueError(
+            f"a frame of {length} bytes does not fit a {prefix_bits}-bit "
+            f"length prefix (at most {(1 << prefix_bits) - 1} bytes)"
+        )
+    prefix = length.to_bytes(size, "big")
+    if length < _JOIN_LIMIT:
+        proto.write(prefix + data)
+    else:
+        proto.write(prefix)
+        proto.write(data)

@@ -1,0 +1,793 @@
+"""
+RESP, the Redis serialization protocol: client commands in, replies out.
+
+This module owns reading a client's command (L{read_command}), the protocol
+error a Redis server answers bad input with (L{RESPProtocolError}), and
+encoding replies in RESP2 and RESP3 (L{encode_reply}, L{write_reply},
+L{SimpleString}, L{ErrorReply}, L{NULL_ARRAY}). It must not know about a
+key-value store or any command: what a command means is the server's
+business. It imports only L{StateProtocol}'s public read and write methods,
+the coroutine engine and the error classes.
+
+Commands: what Redis 7.0 accepts, and how it says no
+===================================================
+
+A command is either a I{multibulk} array of bulk strings (what every client
+library sends: C{*2\\r\\n$4\\r\\nECHO\\r\\n$2\\r\\nhi\\r\\n}) or an I{inline}
+line (what C{redis-cli} sends for some commands and a person types into
+telnet: C{SET k "a b"\\r\\n}). The first byte decides, as in Redis's
+C{processInputBuffer}: C{*} starts a multibulk, anything else a line. The
+rules below mirror Redis 7.0's C{networking.c}, with its exact error texts
+(the part after C{-ERR }), so that a server built on this accepts what Redis
+accepts and rejects the rest with the same words:
+
+  - Inline lines end at C{\\n}; one C{\\r} before it is dropped. They are
+    split like C{sdssplitargs}: blanks separate arguments; C{"..."} takes
+    the escapes C{\\n \\r \\t \\b \\a \\xHH} and C{\\<any>}; C{'...'} takes
+    only C{\\'}; a closing quote must be followed by a blank or the end,
+    else C{Protocol error: unbalanced quotes in request}. A line that
+    splits into nothing (empty, or blanks only) is skipped.
+  - A line, multibulk header or bulk header longer than 64 KiB without its
+    end: C{Protocol error: too big inline request}, C{too big mbulk count
+    string} or C{too big bulk count string}.
+  - The multibulk count and bulk lengths are parsed as C{string2ll} does
+    (optional C{-}, no C{+}, no blanks, no leading zeros, within a signed
+    64-bit integer). A bad count, or one over 2**31-1: C{Protocol error:
+    invalid multibulk length}; a count of zero or less (C{*0}, C{*-1}) is
+    skipped. A header line must end with C{\\r\\n}.
+  - Each element must start with C{$}, else C{Protocol error: expected '$',
+    got 'C'} (C{C} being that byte; CR and LF are shown as a space, as
+    Redis sanitises error replies). A bad length, a negative one (C{$-1} is
+    a null in replies, not in requests), or one over C{max_bulk_length}
+    (512 MiB by default, Redis's C{proto-max-bulk-len}): C{Protocol error:
+    invalid bulk length}.
+  - The two bytes after a bulk string's payload are skipped without being
+    checked, exactly as Redis skips them.
+  - A NUL byte in a line or header, before its end, hides that end from
+    Redis (it searches with C{strchr}): it never runs that command, and
+    fails with the "too big" error for that position once 64 KiB have
+    arrived. We do the same, so no input runs a command Redis would not.
+
+Nothing is allocated in proportion to a count or length before the bytes
+it describes have arrived: the argument list grows one received argument
+at a time, and each bulk length is checked before its payload is read.
+
+Speed
+=====
+
+A pipelining client sends many commands per TCP segment, so the usual case
+is a command that is wholly buffered. L{read_command} then runs its parser
+synchronously: each read (one per header line, one per payload) comes back
+already fired, and its result is taken without a callback, a chain or a
+L{Coroutine}. Only when a read has to wait does the rest of the parse move
+into a Coroutine, which makes the whole read cancel-safe. See the module's
+benchmark notes in C{bench/README.md} for what this costs per command.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Generator, Mapping
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final, final
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
+
+from txstateproto._coroutine import Coroutine
+from txstateproto._errors import FramingError, LineTooLongError
+
+if TYPE_CHECKING:
+    from txstateproto._protocol import StateProtocol
+
+__all__ = [
+    "NULL_ARRAY",
+    "ErrorReply",
+    "RESPProtocolError",
+    "SimpleString",
+    "encode_reply",
+    "read_command",
+    "write_reply",
+]
+
+# Redis's PROTO_INLINE_MAX_SIZE: the longest inline line or header line.
+_INLINE_MAX = 64 * 1024
+
+# Redis's INT_MAX check on the multibulk count.
+_MAX_MULTIBULK = 2**31 - 1
+
+# Redis's default proto-max-bulk-len.
+_DEFAULT_MAX_BULK = 512 * 1024 * 1024
+
+# string2ll's range: a signed 64-bit integer.
+_LLONG_MIN = -(2**63)
+_LLONG_MAX = 2**63 - 1
+
+# Payloads shorter than this are read together with their trailing two bytes
+# and sliced (one small copy, one read fewer); longer ones are read apart
+# from them so the payload is not copied a second time.
+_SPLIT = 65536
+
+
+@final
+class RESPProtocolError(FramingError):
+    """
+    A client sent bytes that a Redis server rejects with a protocol error.
+
+    Raised by L{read_command}. The usual reaction is what Redis does: send
+    L{reply} and close the connection, since the stream can no longer be
+    parsed::
+
+        try:
+            command = yield read_command(self)
+        except RESPProtocolError as e:
+            self.write(e.reply)
+            return
+
+    @ivar message: Exactly what Redis 7.0 sends after C{-ERR } for this
+        input, for example C{"Protocol error: invalid multibulk length"}
+        (bytes above 0x7F, which can appear in C{expected '$', got 'C'},
+        are decoded as Latin-1).
+    """
+
+    def __init__(self, message: str) -> None:
+        """
+        @param message: The text after C{-ERR }.
+        """
+        self.message = message
+        super().__init__(message)
+
+    @property
+    def reply(self) -> bytes:
+        """
+        The error reply Redis sends for this input, C{-ERR <message>\\r\\n}.
+        """
+        return b"-ERR " + self.message.encode("latin-1") + b"\r\n"
+
+
+def _protocol_error(what: str) -> RESPProtocolError:
+    """
+    Build a L{RESPProtocolError} with Redis's C{Protocol error: } prefix.
+
+    @param what: The rest of Redis's message.
+    @return: The error.
+    """
+    return RESPProtocolError(f"Protocol error: {what}")
+
+
+def _string2ll(digits: bytes) -> int | None:
+    """
+    Parse a decimal integer the way Redis's C{string2ll} does.
+
+    @param digits: The text: C{0}, or an optional C{-} and a digit 1-9 then
+        digits; no C{+}, blanks or leading zeros; within a signed 64-bit
+        integer.
+    @return: The value, or C{None} if C{string2ll} would refuse it.
+    """
+    body = digits[1:] if digits[:1] == b"-" else digits
+    # 20 digits or more never fit (and int() refuses over 4300 of them).
+    if not body.isdigit() or len(body) > 19 or (body[0] == 0x30 and digits != b"0"):
+        return None
+    value = int(digits)
+    if value < _LLONG_MIN or value > _LLONG_MAX:
+        return None
+    return value
+
+
+def read_command(
+    proto: StateProtocol,
+    max_bulk_length: int = _DEFAULT_MAX_BULK,
+    timeout: float | None = None,
+) -> Deferred[list[bytes]]:
+    """
+    Read the next client command and return its arguments.
+
+    Multibulk and inline commands are both accepted, with Redis 7.0's rules
+    and limits (see the module docstring); empty inline lines and multibulk
+    counts of zero or less are skipped, so the result is never empty::
+
+        while True:
+            try:
+                command = yield read_command(self)
+            except RESPProtocolError as e:
+                self.write(e.reply)
+                return
+            name = command[0].upper()
+            ...
+
+    @param proto: The protocol to read from.
+    @param max_bulk_length: The longest argument accepted, in bytes (Redis's
+        C{proto-max-bulk-len}, 512 MiB by default). Arguments longer than
+        C{proto.max_frame_size} are read in pieces of that size and joined.
+    @param timeout: Seconds to wait for the whole command, or C{None} for no
+        limit.
+    @return: A Deferred firing with the arguments, a non-empty list of
+        C{bytes} (the command name first, as sent: not upper-cased). If
+        every byte of the command is already buffered it has fired when
+        returned. Cancelling it cancels the read it waits on; if part of a
+        command was consumed by then, the stream is left in the middle of
+        it: close the connection rather than read on.
+    @raise RESPProtocolError: (as the Deferred's failure) If the client sent
+        something Redis rejects; C{message} is Redis's exact wording.
+    @raise twisted.internet.defer.TimeoutError: (as the failure) If the
+        command is not complete within C{timeout}.
+    @raise EndOfStreamError: (as the failure) If the client half-closed in
+        the middle of a command (only with C{proto.half_close}).
+    """
+    parser = _parse_command(proto, max_bulk_length)
+    command: Deferred[list[bytes]]
+    try:
+        wait = _advance(parser, next(parser))
+    except StopIteration as stop:
+        command = succeed(stop.value)
+    except Exception:
+        command = fail()
+    else:
+        command = Coroutine(_finish(parser, wait))
+    if timeout is not None:
+        command.addTimeout(timeout, proto.clock, _command_timed_out)
+    return command
+
+
+def _advance(
+    parser: Generator[Deferred[Any], Any, list[bytes]], wait: Deferred[Any]
+) -> Deferred[Any]:
+    """
+    Feed the parser the results of its reads for as long as they have
+    already fired: no callback, no Coroutine step.
+
+    @param parser: The parser, suspended on C{wait}.
+    @param wait: The read it waits on.
+    @return: The first read it waits on that has not fired yet.
+    @raise StopIteration: When the parser returns; C{value} is the command.
+    @raise Exception: Whatever the parser raises.
+    """
+    while wait.called:
+        result = wait.result
+        if isinstance(result, Failure):
+            # Taken: the Deferred must not also log it as unhandled.
+            wait.addErrback(_consumed)
+            wait = result.throwExceptionIntoGenerator(parser)
+        else:
+            wait = parser.send(result)
+    return wait
+
+
+def _consumed(failure: Failure) -> None:
+    """
+    Swallow a failure that has been taken and re-raised in the parser.
+
+    @param failure: The failure.
+    """
+
+
+def _finish(
+    parser: Generator[Deferred[Any], Any, list[bytes]], wait: Deferred[Any]
+) -> Generator[Deferred[Any], Any, list[bytes]]:
+    """
+    Run the rest of a parse under the coroutine engine, which makes it
+    cancel-safe: the engine cancels the read being waited on.
+
+    The parser is suspended on C{wait}, which has not fired. Each read that
+    has to wait is yielded to the engine; its result (or failure,
+    cancellation included) goes into the parser, and reads that are
+    already satisfied are fed in here directly.
+
+    @param parser: The suspended parser.
+    @param wait: What it waits on.
+    @return: The parser's result.
+    """
+    try:
+        while True:
+            try:
+                result = yield wait
+            except Exception as e:
+                wait = parser.throw(e)
+            else:
+                wait = parser.send(result)
+            wait = _advance(parser, wait)
+    except StopIteration as stop:
+        command: list[bytes] = stop.value
+        return command
+    finally:
+        parser.close()
+
+
+def _command_timed_out(result: list[bytes] | Failure, timeout: float) -> list[bytes]:
+    """
+    Turn the cancel caused by L{read_command}'s timeout into a TimeoutError.
+
+    @param result: What the read ended with once cancelled.
+    @param timeout: The timeout, in seconds.
+    @return: Never; always raises.
+    @raise twisted.internet.defer.TimeoutError: Always.
+    """
+    if isinstance(result, Failure):
+        result.trap(defer.CancelledError)
+    raise defer.TimeoutError(f"command not complete after {timeout} seconds")
+
+
+def _parse_command(
+    proto: StateProtocol, max_bulk_length: int
+) -> Generator[Deferred[Any], Any, list[bytes]]:
+    """
+    Read one non-empty command: yield each read's Deferred, get its result.
+
+    @param proto: The protocol to read from.
+    @param max_bulk_length: The longest argument accepted.
+    @return: The arguments.
+    @raise RESPProtocolError: On input Redis rejects.
+    """
+    while True:
+        try:
+            line = yield proto.read_until(b"\n", _INLINE_MAX)
+        except LineTooLongError:
+            # The limit applies to what the first byte makes this line.
+            first = yield proto.read_exactly(1)
+            if first == b"*":
+                raise _protocol_error("too big mbulk count string") from None
+            raise _protocol_error("too big inline request") from None
+        if line[:1] != b"*":
+            args = yield from _inline(proto, line)
+            if args:
+                return args
+            continue
+        count = _string2ll(line[1:-1]) if line[-1:] == b"\r" else None
+        if count is None or count > _MAX_MULTIBULK:
+            yield from _blind_if_nul(proto, line, "too big mbulk count string")
+            raise _protocol_error("invalid multibulk length")
+        if count <= 0:
+            continue
+        return (yield from _multibulk(proto, count, max_bulk_length))
+
+
+def _multibulk(
+    proto: StateProtocol, count: int, max_bulk_length: int
+) -> Generator[Deferred[Any], Any, list[bytes]]:
+    """
+    Read the C{count} bulk strings of a multibulk command.
+
+    @param proto: The protocol to read from.
+    @param count: How many, at least 1 (validated, not preallocated).
+    @param max_bulk_length: The longest argument accepted.
+    @return: The arguments.
+    @raise RESPProtocolError: On input Redis rejects.
+    """
+    args: list[bytes] = []
+    append = args.append
+    frame_max = proto.max_frame_size
+    for _ in range(count):
+        try:
+            header = yield proto.read_until(b"\n", _INLINE_MAX)
+        except LineTooLongError:
+            raise _protocol_error("too big bulk count string") from None
+        digits = header[1:-1]
+        # The hot path: "$<digits>\r". A length of digits only is never
+        # negative; one with a leading zero is refused as string2ll does, and
+        # one of 20 digits or more is out of its range.
+        if (
+            header[:1] == b"$"
+            and header[-1:] == b"\r"
+            and digits.isdigit()
+            and (digits[0] != 0x30 or len(digits) == 1)
+            and len(digits) < 20
+        ):
+            length = int(digits)
+            if length <= max_bulk_length:
+                if length < _SPLIT and length + 2 <= frame_max:
+                    data = yield proto.read_exactly(length + 2)
+                    append(data[:length])
+                else:
+                    append((yield from _read_large(proto, length, frame_max)))
+                continue
+        yield from _blind_if_nul(proto, header, "too big bulk count string")
+        if header[:1] != b"$":
+            got = chr(header[0]) if header else "\n"
+            if got in "\r\n":
+                got = " "
+            raise _protocol_error(f"expected '$', got '{got}'")
+        raise _protocol_error("invalid bulk length")
+    return args
+
+
+def _read_large(
+    proto: StateProtocol, length: int, frame_max: int
+) -> Generator[Deferred[Any], Any, bytes]:
+    """
+    Read a long bulk payload, then skip the two bytes after it.
+
+    @param proto: The protocol to read from.
+    @param length: The payload's length.
+    @param frame_max: The protocol's C{max_frame_size}: longer payloads are
+        read in pieces of this size and joined.
+    @return: The payload.
+    """
+    if length <= frame_max:
+        data: bytes = yield proto.read_exactly(length)
+    else:
+        pieces = []
+        remaining = length
+        while remaining:
+            piece = yield proto.read_exactly(min(remaining, frame_max))
+            pieces.append(piece)
+            remaining -= len(piece)
+        data = b"".join(pieces)
+        del pieces
+    yield proto.read_exactly(2)
+    return data
+
+
+def _blind_if_nul(
+    proto: StateProtocol, line: bytes, what: str
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Do what Redis does when a NUL byte hides the end of a header line.
+
+    Redis finds a header's end with C{strchr(..., '\\r')}, which stops at a
+    NUL byte: if one comes before the first CR, Redis never sees the end of
+    the line and fails with C{Protocol error: <what>} only once more than 64
+    KiB have arrived from the line's start. Anything else returns at once.
+
+    @param proto: The protocol to read from.
+    @param line: The header line as read, without its LF.
+    @param what: The "too big" message for this position.
+    @raise RESPProtocolError: If the line hides its end.
+    """
+    nul = line.find(b"\0")
+    if nul < 0:
+        return
+    cr = line.find(b"\r")
+    if 0 <= cr < nul:
+        return
+    yield from _wait_out(proto, len(line) + 1, what)
+
+
+def _wait_out(
+    proto: StateProtocol, seen: int, what: str
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Consume input until more than 64 KiB arrived since a line's start, then
+    fail as Redis does when it cannot find that line's end.
+
+    @param proto: The protocol to read from.
+    @param seen: How many bytes since the line's start were consumed.
+    @param what: The "too big" message.
+    @raise RESPProtocolError: Always, eventually.
+    """
+    while seen <= _INLINE_MAX:
+        chunk = yield proto.read_some(_INLINE_MAX + 1 - seen)
+        seen += len(chunk)
+    raise _protocol_error(what)
+
+
+def _inline(
+    proto: StateProtocol, line: bytes
+) -> Generator[Deferred[Any], Any, list[bytes]]:
+    """
+    Split an inline command line as Redis does.
+
+    @param proto: The protocol (read from only if the line holds a NUL).
+    @param line: The line without its LF.
+    @return: The arguments, possibly none (an empty line is skipped).
+    @raise RESPProtocolError: For unbalanced quotes, or (eventually) a NUL.
+    """
+    if b"\0" in line:
+        # Redis finds the LF with strchr(), which stops at the NUL.
+        yield from _wait_out(proto, len(line) + 1, "too big inline request")
+    if line[-1:] == b"\r":
+        line = line[:-1]
+    if _NEEDS_SPLITARGS.search(line) is None:
+        # No quotes and no blank that splits differently from bytes.split().
+        return line.split()
+    args = _split_args(line)
+    if args is None:
+        raise _protocol_error("unbalanced quotes in request")
+    return args
+
+
+# Bytes on which bytes.split() and sdssplitargs() disagree: quotes, and VT
+# and FF (blanks between arguments for both, but part of an unquoted
+# argument for sdssplitargs).
+_NEEDS_SPLITARGS = re.compile(rb"[\"'\x0b\x0c]")
+
+# C isspace() in the C locale; also exactly what bytes.isspace() accepts.
+_BLANKS = frozenset(b" \t\n\v\f\r")
+
+# What ends an unquoted argument in sdssplitargs (NUL never reaches it).
+_ARG_ENDS = frozenset(b" \n\r\t")
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+_ESCAPES = {
+    ord("n"): ord("\n"),
+    ord("r"): ord("\r"),
+    ord("t"): ord("\t"),
+    ord("b"): ord("\b"),
+    ord("a"): ord("\a"),
+}
+
+_BACKSLASH = ord("\\")
+_DQUOTE = ord('"')
+_SQUOTE = ord("'")
+
+
+def _split_args(line: bytes) -> list[bytes] | None:
+    """
+    Split a line with quotes the way Redis's C{sdssplitargs} does.
+
+    @param line: The line, without CR LF and without NUL bytes.
+    @return: The arguments, or C{None} for unbalanced quotes (including a
+        closing quote followed by something other than a blank).
+    """
+    args: list[bytes] = []
+    end = len(line)
+    i = 0
+    while True:
+        while i < end and line[i] in _BLANKS:
+            i += 1
+        if i == end:
+            return args
+        current = bytearray()
+        in_double = in_single = False
+        while True:
+            c = line[i] if i < end else -1
+            if in_double:
+                if (
+                    c == _BACKSLASH
+                    and line[i + 1 : i + 2] == b"x"
+                    and i + 3 < end
+                    and line[i + 2] in _HEX_DIGITS
+                    and line[i + 3] in _HEX_DIGITS
+                ):
+                    current.append(int(line[i + 2 : i + 4], 16))
+                    i += 4
+                elif c == _BACKSLASH and i + 1 < end:
+                    escaped = line[i + 1]
+                    current.append(_ESCAPES.get(escaped, escaped))
+                    i += 2
+                elif c == _DQUOTE:
+                    # A closing quote must be followed by a blank or the end.
+                    if i + 1 < end and line[i + 1] not in _BLANKS:
+                        return None
+                    i += 1
+                    break
+                elif c < 0:
+                    return None
+                else:
+                    current.append(c)
+                    i += 1
+            elif in_single:
+                if c == _BACKSLASH and line[i + 1 : i + 2] == b"'":
+                    current.append(_SQUOTE)
+                    i += 2
+                elif c == _SQUOTE:
+                    if i + 1 < end and line[i + 1] not in _BLANKS:
+                        return None
+                    i += 1
+                    break
+                elif c < 0:
+                    return None
+                else:
+                    current.append(c)
+                    i += 1
+            elif c < 0 or c in _ARG_ENDS:
+                break
+            elif c == _DQUOTE:
+                in_double = True
+                i += 1
+            elif c == _SQUOTE:
+                in_single = True
+                i += 1
+            else:
+                current.append(c)
+                i += 1
+        args.append(bytes(current))
+
+
+# -- replies --------------------------------------------------------------
+
+
+@final
+@attrs.frozen
+class SimpleString:
+    """
+    A RESP simple string reply, C{+<value>\\r\\n}, such as C{+OK}.
+
+    L{encode_reply} sends C{bytes} and C{str} as bulk strings; wrap a value in
+    this to send it as a status line instead.
+
+    @ivar value: The text, without CR or LF (a C{str} is encoded as UTF-8).
+    """
+
+    value: bytes | str
+
+
+@final
+@attrs.frozen
+class ErrorReply:
+    """
+    A RESP error reply, C{-<message>\\r\\n}.
+
+    The message starts with the error code, as Redis's do:
+    C{ErrorReply("ERR unknown command 'FOO'")}, C{ErrorReply("WRONGTYPE
+    Operation against a key holding the wrong kind of value")}. CR and LF in
+    it are sent as spaces, as Redis sanitises its error replies.
+
+    @ivar message: The code and text (a C{str} is encoded as UTF-8).
+    """
+
+    message: bytes | str
+
+
+class _NullArray(Enum):
+    """
+    The type of L{NULL_ARRAY}.
+    """
+
+    #: The null array.
+    NULL_ARRAY = "null array"
+
+    def __repr__(self) -> str:
+        return "NULL_ARRAY"
+
+
+#: The null array reply: C{*-1\r\n} in RESP2 (what Redis sends, for example,
+#: for a timed-out C{BLPOP} or an aborted C{EXEC}); C{_\r\n} in RESP3.
+NULL_ARRAY: Final = _NullArray.NULL_ARRAY
+
+
+def encode_reply(value: object, protocol: int = 2) -> bytes:
+    """
+    Encode a reply in RESP2 or RESP3.
+
+    Python types map to RESP types as follows (RESP2 where it differs, in
+    parentheses, is what Redis sends a RESP2 client for the same reply):
+
+      - C{bytes}, C{bytearray}, C{memoryview}: bulk string C{$}; C{str}:
+        bulk string of its UTF-8 encoding.
+      - C{int}: integer C{:}; outside the signed 64-bit range, big number
+        C{(} (RESP2: a bulk string of its digits).
+      - C{bool}: boolean C{#t}/C{#f} (RESP2: integer C{:1}/C{:0}).
+      - C{float}: double C{,} with the shortest text that reads back as the
+        same value, C{inf}, C{-inf} or C{nan} (RESP2: a bulk string of that
+        text).
+      - C{None}: null C{_} (RESP2: null bulk string C{$-1}).
+      - L{NULL_ARRAY}: null C{_} (RESP2: null array C{*-1}).
+      - C{list}, C{tuple}: array C{*}, elements encoded by these rules.
+      - C{dict} (any L{Mapping}): map C{%} (RESP2: a flat array of keys and
+        values).
+      - C{set}, C{frozenset}: set C{~} (RESP2: an array).
+      - L{SimpleString}: simple string C{+}; L{ErrorReply}: error C{-}.
+
+    Pass the version the client negotiated (C{HELLO 3} switches redis-py and
+    redis-cli to RESP3; every connection starts in RESP2).
+
+    @param value: The reply.
+    @param protocol: 2 or 3.
+    @return: The encoded reply.
+    @raise ValueError: If C{protocol} is not 2 or 3, or a L{SimpleString}
+        holds CR or LF.
+    @raise TypeError: If C{value} (or something in it) has a type not listed.
+    """
+    if type(value) is bytes and (protocol == 2 or protocol == 3):
+        # The commonest reply, the same in both versions.
+        return b"$%d\r\n%s\r\n" % (len(value), value)
+    if protocol == 2:
+        resp3 = False
+    elif protocol == 3:
+        resp3 = True
+    else:
+        raise ValueError(f"protocol must be 2 or 3, not {protocol!r}")
+    parts: list[bytes] = []
+    _encode_into(value, parts, resp3)
+    return b"".join(parts)
+
+
+def _encode_into(value: object, parts: list[bytes], resp3: bool) -> None:
+    """
+    Append the encoding of C{value} to C{parts}.
+
+    @param value: The reply (see L{encode_reply}).
+    @param parts: Where to append.
+    @param resp3: Whether to use RESP3 types.
+    """
+    append = parts.append
+    if isinstance(value, bytes | bytearray):
+        append(b"$%d\r\n%s\r\n" % (len(value), value))
+    elif isinstance(value, bool):
+        if resp3:
+            append(b"#t\r\n" if value else b"#f\r\n")
+        else:
+            append(b":1\r\n" if value else b":0\r\n")
+    elif isinstance(value, int):
+        if _LLONG_MIN <= value <= _LLONG_MAX:
+            append(b":%d\r\n" % value)
+        elif resp3:
+            append(b"(%d\r\n" % value)
+        else:
+            digits = b"%d" % value
+            append(b"$%d\r\n%s\r\n" % (len(digits), digits))
+    elif value is None:
+        append(b"_\r\n" if resp3 else b"$-1\r\n")
+    elif isinstance(value, str):
+        data = value.encode("utf-8")
+        append(b"$%d\r\n%s\r\n" % (len(data), data))
+    elif isinstance(value, list | tuple):
+        append(b"*%d\r\n" % len(value))
+        for item in value:
+            _encode_into(item, parts, resp3)
+    elif isinstance(value, SimpleString):
+        text = _utf8(value.value)
+        if b"\r" in text or b"\n" in text:
+            raise ValueError(f"a simple string cannot hold CR or LF: {text!r}")
+        append(b"+%s\r\n" % text)
+    elif isinstance(value, ErrorReply):
+        text = _utf8(value.message).replace(b"\r", b" ").replace(b"\n", b" ")
+        append(b"-%s\r\n" % text)
+    elif isinstance(value, float):
+        append(_double(value, resp3))
+    elif isinstance(value, Mapping):
+        append(b"%%%d\r\n" % len(value) if resp3 else b"*%d\r\n" % (2 * len(value)))
+        for key, item in value.items():
+            _encode_into(key, parts, resp3)
+            _encode_into(item, parts, resp3)
+    elif isinstance(value, set | frozenset):
+        append(b"~%d\r\n" % len(value) if resp3 else b"*%d\r\n" % len(value))
+        for item in value:
+            _encode_into(item, parts, resp3)
+    elif value is NULL_ARRAY:
+        append(b"_\r\n" if resp3 else b"*-1\r\n")
+    elif isinstance(value, memoryview):
+        data = value.tobytes()
+        append(b"$%d\r\n%s\r\n" % (len(data), data))
+    else:
+        raise TypeError(
+            f"cannot encode {type(value).__name__!r} as a RESP reply ({value!r:.60})"
+        )
+
+
+def _utf8(text: bytes | str) -> bytes:
+    """
+    Return C{text} as bytes, encoding a C{str} as UTF-8.
+
+    @param text: The text.
+    @return: Its bytes.
+    """
+    return text.encode("utf-8") if isinstance(text, str) else text
+
+
+def _double(value: float, resp3: bool) -> bytes:
+    """
+    Encode a float as a RESP3 double, or as the RESP2 bulk string Redis
+    sends instead.
+
+    @param value: The number.
+    @param resp3: Whether to use the RESP3 double type.
+    @return: The encoded reply.
+    """
+    if math.isinf(value):
+        text = b"inf" if value > 0 else b"-inf"
+    elif math.isnan(value):
+        text = b"nan"
+    else:
+        # repr() is the shortest text that reads back as the same double.
+        text = repr(value).encode("ascii")
+    if resp3:
+        return b",%s\r\n" % text
+    return b"$%d\r\n%s\r\n" % (len(text), text)
+
+
+def write_reply(proto: StateProtocol, value: object, protocol: int = 2) -> None:
+    """
+    Encode C{value} with L{encode_reply} and write it.
+
+    @param proto: The protocol to write to.
+    @param value: The reply.
+    @param protocol: 2 or 3, as the client negotiated.
+    @raise ValueError: As L{encode_reply}; nothing is written then.
+    @raise TypeError: As L{encode_reply}; nothing is written then.
+    """
+    proto.write(encode_reply(value, protocol))
