@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -78,11 +79,14 @@ class Peer:
     @ivar key: Short name used in the results.
     @ivar label: What the tables call it.
     @ivar script: Its file in C{bench/servers/}.
+    @ivar experiment: Measured only where it answers a question (the one
+        line in flight cells and the syscall counts), not a peer users write.
     """
 
     key: str
     label: str
     script: str
+    experiment: bool = False
 
 
 PEERS = [
@@ -91,6 +95,12 @@ PEERS = [
     Peer("protocol", "bare Twisted Protocol (raw bytes)", "protocol_echo.py"),
     Peer("asyncio", "asyncio streams", "asyncio_echo.py"),
     Peer("uvloop", "asyncio streams on uvloop", "uvloop_echo.py"),
+    Peer(
+        "eager",
+        "bare Protocol + eager send (experiment)",
+        "protocol_eager_echo.py",
+        experiment=True,
+    ),
 ]
 PEER_BY_KEY = {peer.key: peer for peer in PEERS}
 
@@ -145,7 +155,7 @@ CHURN_CONCURRENCY = 16
 #: one-time allocations (first accept, caches) are not charged per connection.
 IDLE_WARM = 100
 #: Syscall tracing: which servers, which connection counts, one line in flight.
-STRACE_PEERS = ["stateproto", "linereceiver", "protocol", "asyncio", "uvloop"]
+STRACE_PEERS = ["stateproto", "linereceiver", "protocol", "eager", "asyncio", "uvloop"]
 STRACE_CONNS = [1, 100]
 
 
@@ -444,6 +454,8 @@ def run_echo_and_churn(
                 results.machine[f"loop:{peer.key}"] = started[peer.key].loop
             for cell in ECHO_CELLS:
                 for peer in order:
+                    if peer.experiment and cell.inflight != 1:
+                        continue
                     args = ["-c", str(cell.conns), "-k", str(cell.inflight)]
                     args += ["-s", str(cell.size)]
                     value, client, server = measure_throughput(
@@ -460,6 +472,8 @@ def run_echo_and_churn(
             if not churn:
                 continue
             for peer in order:
+                if peer.experiment:
+                    continue
                 args = ["-c", str(CHURN_CONCURRENCY), "-s", "16"]
                 value, client, server = measure_throughput(
                     started[peer.key], "churn", args, settings
@@ -527,6 +541,8 @@ def run_memory(results: Results, settings: Settings, peers: Sequence[Peer]) -> N
     """
     for run in range(settings.runs):
         for peer in rotated(peers, run):
+            if peer.experiment:
+                continue
             per_conn = idle_memory(peer, settings)
             progress(
                 f"run {run + 1}/{settings.runs} idle memory: {peer.label} "
@@ -822,7 +838,8 @@ def strace_section(results: Results) -> str:
     """
     if not results.strace:
         return "_Not measured in this run._\n"
-    shown = ["epoll_wait", "epoll_ctl", "recvfrom", "read", "sendto", "write"]
+    shown = ["epoll_wait", "epoll_pwait", "epoll_ctl", "recvfrom", "read", "sendto"]
+    shown += ["write"]
     shown += ["writev", "sendmsg", "mmap", "mremap", "munmap"]
     present = [
         name for name in shown if any(name in e["calls"] for e in results.strace)
@@ -843,53 +860,151 @@ def strace_section(results: Results) -> str:
     return table(["server", "lines echoed", *present, "all syscalls"], rows) + "\n"
 
 
-EAGER_SEND_TEXT = """\
+EAGER_SEND_INTRO = """\
 Most real clients wait for each reply before sending the next request. The
 table counts the syscalls each server makes per echoed line in that case (16 B
 lines, one line in flight per connection), with `strace -c -f` attached to the
 server process for the whole client run (accepting the connections included,
 spread over all the lines). strace slows the servers down a lot, so these runs
-say nothing about speed, only about how many calls each line costs.
+say nothing about speed, only about how many calls each line costs; the speed
+is in the "1 in flight" rows of scenario 1.
 
-What the counts show about Twisted's transport: `transport.write()` does not
-send. It appends to the transport's buffer and, if the socket was not already
-registered for writing, calls `startWriting()`, which registers it with epoll
-(`epoll_ctl`). The bytes go out on the next reactor turn: `epoll_wait` reports
-the socket writable, `doWrite` sends, and `stopWriting()` unregisters it
-(`epoll_ctl` again). So each reply of a request/response exchange costs two
-`epoll_ctl` calls and (usually) an extra `epoll_wait` return, on top of the
-`recv` and the `send`. asyncio's selector transport tries `send()` at once when
-nothing is queued and only registers for writing if the kernel did not take
-everything; uvloop does the same through libuv (its `try_write`).
-
-What an eager send in `StateProtocol` would need (findings for whoever changes
-the library; this harness does not change it):
-
-- *What it needs from the transport:* the socket, to call `send()` on it
-  directly (`transport.getHandle()` on `twisted.internet.tcp.Connection`), and
-  the knowledge that nothing is queued ahead (`transport._tempDataBuffer` and
-  `transport.dataBuffer` empty, and the transport not already registered for
-  writing: private attributes of `abstract.FileDescriptor`, so the check must
-  be tied to the exact class and fall back when they are missing).
-- *When it is safe:* only when `type(transport)` is exactly the plain TCP
-  `Server`/`Client` of `twisted.internet.tcp` (not a subclass, not
-  `TLSMemoryBIOProtocol`'s wrapper, not a `ProtocolWrapper`, not
-  `StringTransport`, not an SSH or stdio transport), no producer other than the
-  protocol itself is streaming into it, the connection is not closing
-  (`disconnecting`), and nothing is queued. Anything else takes the normal
-  `transport.write()` path.
-- *Fallback:* a partial send or `EAGAIN` must hand the unsent remainder to
-  `transport.write()` so that ordering is kept and the reactor finishes the
-  job; an error other than `EAGAIN`/`EINTR` must also go through
-  `transport.write()`, so the transport reports the loss the usual way.
-- *Where:* at the end of the `dataReceived` that produced the reply (after all
-  complete messages in the chunk are handled, so one `send()` carries all of
-  them), not on every `write()`.
-- *What it can gain:* the `epoll_ctl` pair and the extra reactor turn per
-  reply, seen in the table as the difference between the Twisted servers and
-  asyncio/uvloop; the throughput side is the "16 B, 1 in flight" rows of
-  scenario 1, where asyncio streams send at once and Twisted's servers do not.
+The experiment row is `bench/servers/protocol_eager_echo.py`: the bare
+`Protocol` echo that calls `socket.send()` itself when that is safe (see
+below) and hands whatever the kernel did not take to `transport.write()`. It
+is there to measure the lever; the library does not do this.
 """
+
+EAGER_SEND_MECHANISM = """\
+Why: Twisted's `transport.write()` does not send. It appends to the
+transport's buffer and calls `startWriting()`, which registers the socket with
+epoll for writing (`epoll_ctl`). The bytes go out on the next reactor turn:
+`epoll_wait` reports the socket writable, `doWrite()` sends, and, the buffer
+being empty, `stopWriting()` unregisters it (`epoll_ctl` again). So each reply
+of a request/response exchange costs two `epoll_ctl` and one extra
+`epoll_wait` on top of the `recv` and the `send`. uvloop (libuv's
+`uv_try_write`) sends at once and registers for writing only when the kernel
+did not take everything; so does asyncio's selector transport, which however
+returns to `epoll_wait` once more per line because the stream's reader task is
+woken through `call_soon`, and (in the table, where present) maps and unmaps
+memory on every read: it calls `recv(256 KiB)`, a buffer above glibc's
+`mmap` threshold, and shrinks it to the bytes received.
+
+What an eager send in `StateProtocol` needs (findings for whoever changes the
+library; this harness does not change it):
+
+- *From the transport:* the socket (`transport.socket`, or `getHandle()`) and
+  the knowledge that nothing is queued ahead: `transport.dataBuffer` empty and
+  `transport._tempDataLen == 0` (attributes of `abstract.FileDescriptor`, the
+  second one private, so the check must be tied to the exact class).
+- *When it applies:* only when `type(transport)` is exactly
+  `twisted.internet.tcp.Server` (or `tcp.Client`), not a subclass, **and**
+  `transport.TLS` is false: `startTLS()` on a plain TCP connection keeps the
+  same `tcp.Server` object and only flips `TLS`, routing `write()` through the
+  TLS protocol, so the type check alone is not safe. Wrapping transports
+  (`TLSMemoryBIOProtocol`, `ProtocolWrapper`, HAProxy, SSH channels, stdio,
+  `StringTransport`, the IOCP reactor's own TCP class) all fail the exact
+  type check and keep the normal path. Also never while the transport is
+  closing (`disconnecting`, `_writeDisconnecting`) or not `connected`.
+- *Fallback:* a partial send returns the count sent: the remainder goes to
+  `transport.write()`, after which the transport owns the ordering. `EAGAIN`
+  and any other `OSError` hand everything to `transport.write()`, so the
+  reactor retries or reports the loss the usual way.
+- *Where:* once per `dataReceived`, after every complete message in the chunk
+  has been handled, so that one `send()` carries all the replies the chunk
+  produced; writes made at other times (timers, side tasks) keep the normal
+  path or are flushed the same way at the end of that callback.
+"""
+
+
+def strace_per_line(results: Results) -> dict[tuple[str, int], dict[str, float]]:
+    """
+    Syscalls per echoed line, by (peer, connections), with C{all} for the sum.
+    """
+    table_: dict[tuple[str, int], dict[str, float]] = {}
+    for entry in results.strace:
+        lines = max(entry["lines"], 1)
+        per = {name: n / lines for name, n in entry["calls"].items()}
+        per["all"] = sum(entry["calls"].values()) / lines
+        table_[(entry["peer"], entry["conns"])] = per
+    return table_
+
+
+def paired_ratios(results: Results, cell: str, peer: str, other: str) -> list[float]:
+    """
+    Per run, C{peer}'s echo rate divided by C{other}'s in the same run.
+    """
+    mine = results.values("echo", cell, peer)
+    theirs = results.values("echo", cell, other)
+    return [
+        mine[run].value / theirs[run].value
+        for run in sorted(mine)
+        if run in theirs and theirs[run].value > 0
+    ]
+
+
+def eager_findings(results: Results) -> str:
+    """
+    What the syscall counts and the one line in flight rows say, as bullets.
+    """
+    per_line = strace_per_line(results)
+    bullets = []
+
+    def span(peers: Sequence[str], conns: int, name: str) -> str:
+        values = [
+            v.get(name, 0.0)
+            for (p, c), v in per_line.items()
+            if p in peers and c == conns
+        ]
+        if not values:
+            return "n/a"
+        low, high = f"{min(values):.2f}", f"{max(values):.2f}"
+        return low if low == high else f"{low}{DASH}{high}"
+
+    groups = (
+        (
+            "Twisted's transports (StateProtocol, LineReceiver, bare Protocol)",
+            ["stateproto", "linereceiver", "protocol"],
+        ),
+        ("The eager-send experiment", ["eager"]),
+        ("asyncio streams", ["asyncio"]),
+        ("uvloop streams", ["uvloop"]),
+    )
+    for label, peers in groups:
+        parts = []
+        for conns in STRACE_CONNS:
+            if not any(p in peers and c == conns for p, c in per_line):
+                continue
+            wait = "epoll_pwait" if "uvloop" in peers else "epoll_wait"
+            parts.append(
+                f"{conns} conn{'s' if conns > 1 else ''}: "
+                f"{span(peers, conns, 'epoll_ctl')} `epoll_ctl`, "
+                f"{span(peers, conns, wait)} `{wait}`, "
+                f"{span(peers, conns, 'all')} in all"
+            )
+        if parts:
+            bullets.append(f"- {label}, per line: " + "; ".join(parts) + ".")
+    if per_line:
+        bullets.append(
+            "- At 100 connections several sockets are ready at each "
+            "`epoll_wait` (all the more under strace, which slows the server), "
+            "so that call is shared between lines; the `epoll_ctl` pair of "
+            "Twisted's transports is per reply, so it is not shared."
+        )
+    for cell in (c for c in ECHO_CELLS if c.inflight == 1):
+        gain = paired_ratios(results, cell.key, "eager", "protocol")
+        if not gain:
+            continue
+        vs_lr = results.ratios("echo", cell.key, "eager")
+        asyncio_ = results.ratios("echo", cell.key, "asyncio")
+        uvloop_ = results.ratios("echo", cell.key, "uvloop")
+        bullets.append(
+            f"- Throughput, {cell.label}: the eager send makes the bare "
+            f"`Protocol` {fmt_ratio(gain)} as fast as without it, that is "
+            f"{fmt_ratio(vs_lr)} `LineReceiver` (asyncio streams "
+            f"{fmt_ratio(asyncio_)}, uvloop {fmt_ratio(uvloop_)})."
+        )
+    return "\n".join(bullets) + "\n" if bullets else ""
 
 
 def render(results: Results, peers: Sequence[Peer]) -> str:
@@ -991,8 +1106,11 @@ def render(results: Results, peers: Sequence[Peer]) -> str:
         single_table(results, "churn", "churn", peers, "connections/s", "higher"),
         "## Eager send: syscalls per echoed line, one line in flight",
         "",
+        EAGER_SEND_INTRO,
         strace_section(results),
-        EAGER_SEND_TEXT,
+        "Findings from the numbers of this run:\n",
+        eager_findings(results),
+        EAGER_SEND_MECHANISM,
     ]
     if results.notes:
         out += ["## Notes", "", *(f"- {note}" for note in results.notes), ""]
@@ -1033,7 +1151,7 @@ def chart(results: Results, peers: Sequence[Peer], path: Path) -> bool:
             medians, low, high = [], [], []
             for scenario, cell in items:
                 ratios = results.ratios(scenario, cell, peer.key)
-                median = statistics.median(ratios) if ratios else 0.0
+                median = statistics.median(ratios) if ratios else math.nan
                 medians.append(median)
                 low.append(median - min(ratios) if ratios else 0.0)
                 high.append(max(ratios) - median if ratios else 0.0)

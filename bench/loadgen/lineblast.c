@@ -14,9 +14,10 @@
  *       CONCURRENCY independent loops of: connect, send one line, read the
  *       echo, close. Counts completed connections per second.
  *
- *   lineblast idle  -p PORT -b BATCH[,BATCH...] [-s SIZE]
+ *   lineblast idle  -p PORT -b BATCH[,BATCH...] [-s SIZE] [-W WINDOW]
  *       Opens the connections of each batch, sends one line on each and
- *       waits for its echo (so the server has accepted the connection and its
+ *       waits for its echo, WINDOW connections at a time (default 256), so
+ *       that the server has accepted the connection and its
  *       handler is waiting for the next line), prints "ready TOTAL", then
  *       waits for a line on stdin before the next batch. After the last batch
  *       it waits for end of input on stdin, closes everything and exits.
@@ -75,6 +76,7 @@ static double opt_warmup = 1.0;
 static double opt_duration = 3.0;
 static double opt_deadline = 900.0;
 static const char *opt_batches = NULL;
+static int opt_window = 256;       /* idle: connections opened before waiting for echoes */
 static size_t line_len;      /* opt_size + 2 */
 static struct sockaddr_in server_addr;
 
@@ -86,7 +88,8 @@ static void die(const char *what) {
 static void usage(void) {
     fprintf(stderr,
             "usage: lineblast echo|churn|idle -p PORT [-H ADDR] [-c CONNS] [-k INFLIGHT]\n"
-            "                 [-s SIZE] [-w WARMUP] [-d SECONDS] [-b BATCHES] [-T DEADLINE]\n");
+            "                 [-s SIZE] [-w WARMUP] [-d SECONDS] [-b BATCHES] [-W WINDOW]\n"
+            "                 [-T DEADLINE]\n");
     exit(2);
 }
 
@@ -468,9 +471,9 @@ static int run_idle(void) {
             if (!conns)
                 die("realloc");
         }
-        /* In windows of 256: connect and send, then wait for each echo. */
-        for (size_t start = total; start < total + (size_t)batch; start += 256) {
-            size_t end = start + 256 < total + (size_t)batch ? start + 256 : total + (size_t)batch;
+        /* In windows of -W connections: connect and send, then wait for each echo. */
+        for (size_t start = total; start < total + (size_t)batch; start += (size_t)opt_window) {
+            size_t end = start + (size_t)opt_window < total + (size_t)batch ? start + (size_t)opt_window : total + (size_t)batch;
             for (size_t i = start; i < end; i++) {
                 struct conn *c = &conns[i];
                 c->id = (int)i;
@@ -527,7 +530,7 @@ int main(int argc, char **argv) {
     const char *mode = argv[1];
     int opt;
     optind = 2;
-    while ((opt = getopt(argc, argv, "H:p:c:k:s:w:d:b:T:")) != -1) {
+    while ((opt = getopt(argc, argv, "H:p:c:k:s:w:d:b:T:W:")) != -1) {
         switch (opt) {
         case 'H': opt_host = optarg; break;
         case 'p': opt_port = atoi(optarg); break;
@@ -538,10 +541,11 @@ int main(int argc, char **argv) {
         case 'd': opt_duration = atof(optarg); break;
         case 'b': opt_batches = optarg; break;
         case 'T': opt_deadline = atof(optarg); break;
+        case 'W': opt_window = atoi(optarg); break;
         default: usage();
         }
     }
-    if (opt_port <= 0 || opt_conns <= 0 || opt_inflight <= 0 || opt_size < 1)
+    if (opt_port <= 0 || opt_conns <= 0 || opt_inflight <= 0 || opt_size < 1 || opt_window < 1)
         usage();
     memset(&server_addr, 0, sizeof server_addr);
     server_addr.sin_family = AF_INET;
