@@ -1,0 +1,433 @@
+"""
+Tests for L{txstateproto.protocols.prefixed}: 8/16/32-bit length-prefixed
+frames, read and written, against Twisted's C{IntNStringReceiver} too.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from itertools import pairwise
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError
+from twisted.protocols import basic
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.helpers import Body, Scripted, idle
+from txstateproto import EndOfStreamError, FrameTooLongError, StateProtocol
+from txstateproto.protocols import read_frame, write_frame
+from txstateproto.testing import ProtocolHarness
+
+_settings = settings(deadline=None, max_examples=150)
+
+_WIDTHS = {8: 1, 16: 2, 32: 4}
+
+
+def _frame(data: bytes, bits: int = 32) -> bytes:
+    """
+    Encode a frame by hand, independently of L{write_frame}.
+    """
+    return len(data).to_bytes(bits // 8, "big") + data
+
+
+def _collector(count: int, bits: int, frames: list[bytes]) -> Scripted:
+    """
+    A protocol that reads C{count} frames into C{frames}, then ends.
+    """
+
+    def script(p: Scripted) -> Body:
+        for _ in range(count):
+            frames.append((yield read_frame(p, prefix_bits=bits)))
+
+    return Scripted(script)
+
+
+class ReadFrameTests(SynchronousTestCase):
+    """
+    Tests for L{read_frame}.
+    """
+
+    def test_reads_each_prefix_width(self) -> None:
+        """A frame with an 8-, 16- or 32-bit prefix gives its body."""
+        for bits in (8, 16, 32):
+            h = ProtocolHarness(idle())
+            d = read_frame(h.protocol, prefix_bits=bits)
+            h.feed(_frame(b"hello", bits))
+            self.assertEqual(self.successResultOf(d), b"hello")
+
+    def test_prefix_is_big_endian(self) -> None:
+        """The prefix's first byte is the most significant one."""
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol, prefix_bits=16)
+        h.feed(b"\x01\x00" + b"x" * 256)
+        self.assertEqual(len(self.successResultOf(d)), 256)
+
+    def test_empty_frame(self) -> None:
+        """A zero prefix gives an empty body."""
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol)
+        h.feed(b"\0\0\0\0")
+        self.assertEqual(self.successResultOf(d), b"")
+
+    def test_buffered_frame_has_fired_on_return(self) -> None:
+        """A frame already buffered is returned as a fired Deferred."""
+        h = ProtocolHarness(idle())
+        h.feed(_frame(b"one") + _frame(b"two"))
+        self.assertEqual(self.successResultOf(read_frame(h.protocol)), b"one")
+        self.assertEqual(self.successResultOf(read_frame(h.protocol)), b"two")
+
+    def test_waits_for_prefix_then_body(self) -> None:
+        """The frame fires only when the last byte of its body arrives."""
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol)
+        data = _frame(b"abc")
+        for i in range(len(data) - 1):
+            h.feed(data[i : i + 1])
+            self.assertNoResult(d)
+        h.feed(data[-1:])
+        self.assertEqual(self.successResultOf(d), b"abc")
+
+    def test_bytes_after_frame_stay_buffered(self) -> None:
+        """Reading a frame consumes exactly the prefix and the body."""
+        h = ProtocolHarness(idle())
+        h.feed(_frame(b"abc") + b"rest\r\n")
+        self.assertEqual(self.successResultOf(read_frame(h.protocol)), b"abc")
+        self.assertEqual(self.successResultOf(h.protocol.read_line()), b"rest")
+
+    def test_prefix_over_max_length(self) -> None:
+        """An announced length over max_length fails, naming the limit."""
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol, max_length=10)
+        h.feed(_frame(b"x" * 11))
+        error = self.failureResultOf(d, FrameTooLongError).value
+        self.assertEqual(
+            (error.limit, error.length, error.limit_name), (10, 11, "max_length")
+        )
+        self.assertIn("max_length=10", str(error))
+
+    def test_frame_at_max_length(self) -> None:
+        """A body exactly max_length long is accepted."""
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol, max_length=10)
+        h.feed(_frame(b"x" * 10))
+        self.assertEqual(self.successResultOf(d), b"x" * 10)
+
+    def test_default_limit_is_max_frame_size(self) -> None:
+        """Without max_length, the protocol's max_frame_size is the limit."""
+        p = idle()
+        p.max_frame_size = 100
+        h = ProtocolHarness(p)
+        d = read_frame(p)
+        h.feed(b"\0\0\0\x65")
+        error = self.failureResultOf(d, FrameTooLongError).value
+        self.assertEqual(
+            (error.limit, error.length, error.limit_name),
+            (100, 101, "max_frame_size"),
+        )
+
+    def test_max_frame_size_caps_max_length(self) -> None:
+        """A max_length above max_frame_size does not lift the protocol's cap."""
+        p = idle()
+        p.max_frame_size = 100
+        h = ProtocolHarness(p)
+        d = read_frame(p, max_length=1000)
+        h.feed(b"\0\0\x01\x00")
+        error = self.failureResultOf(d, FrameTooLongError).value
+        self.assertEqual((error.limit, error.limit_name), (100, "max_frame_size"))
+
+    def test_huge_prefix_allocates_nothing(self) -> None:
+        """A 4 GB prefix fails at once, reading and allocating nothing for it."""
+        p = idle()
+        # Only read_frame's own check stands between the prefix and the body.
+        p.max_frame_size = 2**40
+        h = ProtocolHarness(p)
+        tracemalloc.start()
+        try:
+            d = read_frame(p, max_length=2**20)
+            h.feed(b"\xff\xff\xff\xff" + b"next")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        error = self.failureResultOf(d, FrameTooLongError).value
+        self.assertEqual((error.length, error.limit_name), (2**32 - 1, "max_length"))
+        self.assertLess(peak, 256 * 1024)
+        # The body was not read: what followed the prefix is still there.
+        self.assertEqual(self.successResultOf(h.protocol.read_exactly(4)), b"next")
+
+    def test_bad_prefix_bits(self) -> None:
+        """A prefix width other than 8, 16 or 32 is refused at once."""
+        h = ProtocolHarness(idle())
+        with self.assertRaises(ValueError) as caught:
+            read_frame(h.protocol, prefix_bits=24)
+        self.assertIn("24", str(caught.exception))
+
+    def test_cancel_waiting_for_prefix(self) -> None:
+        """Cancelling before the prefix arrives consumes nothing."""
+        h = ProtocolHarness(idle())
+        h.feed(b"\0\0")
+        d = read_frame(h.protocol)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        h.feed(b"\0\x02hi")
+        self.assertEqual(self.successResultOf(read_frame(h.protocol)), b"hi")
+
+    def test_cancel_waiting_for_body(self) -> None:
+        """Cancelling while the body is due cancels the body's read."""
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol)
+        h.feed(b"\0\0\0\x05ab")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        # The body read left the queue: the next read gets the bytes.
+        h.feed(b"cde")
+        self.assertEqual(self.successResultOf(h.protocol.read_exactly(5)), b"abcde")
+
+    def test_timeout(self) -> None:
+        """An incomplete frame fails with TimeoutError after the timeout."""
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol, timeout=5)
+        h.feed(b"\0\0\0\x05ab")
+        h.clock.advance(4.9)
+        self.assertNoResult(d)
+        h.clock.advance(0.1)
+        error = self.failureResultOf(d, defer.TimeoutError).value
+        self.assertIn("5 seconds", str(error))
+
+    def test_timeout_leaves_no_timer(self) -> None:
+        """A frame completed in time leaves no delayed call behind."""
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol, timeout=5)
+        h.feed(_frame(b"ok"))
+        self.assertEqual(self.successResultOf(d), b"ok")
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_end_of_stream_mid_frame(self) -> None:
+        """A half-close in the middle of a body fails the read."""
+        p = idle()
+        p.half_close = True
+        h = ProtocolHarness(p)
+        d = read_frame(p)
+        h.feed(b"\0\0\0\x05ab")
+        h.half_close()
+        error = self.failureResultOf(d, EndOfStreamError).value
+        self.assertEqual((error.partial, error.expected), (b"ab", 5))
+
+    @_settings
+    @given(
+        bits=st.sampled_from([8, 16, 32]),
+        payloads=st.lists(st.binary(max_size=300), max_size=8),
+        cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=10),
+    )
+    def test_random_frames_in_random_chunks(
+        self, bits: int, payloads: list[bytes], cuts: list[int]
+    ) -> None:
+        """Any frames, split anywhere, are read back in order."""
+        payloads = [p[: (1 << bits) - 1] for p in payloads]
+        stream = b"".join(_frame(p, bits) for p in payloads)
+        frames: list[bytes] = []
+        h = ProtocolHarness(_collector(len(payloads), bits, frames))
+        edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+        h.feed_chunks(stream[a:b] for a, b in pairwise(edges))
+        self.assertEqual(frames, payloads)
+        self.assertTrue(h.closed)
+
+
+class WriteFrameTests(SynchronousTestCase):
+    """
+    Tests for L{write_frame}.
+    """
+
+    def test_writes_each_prefix_width(self) -> None:
+        """The body goes out after a big-endian prefix of the chosen width."""
+        for bits, size in _WIDTHS.items():
+            h = ProtocolHarness(idle())
+            write_frame(h.protocol, b"hello", prefix_bits=bits)
+            self.assertEqual(h.take_output(), (5).to_bytes(size, "big") + b"hello")
+
+    def test_largest_body_for_prefix(self) -> None:
+        """A body of 2**bits - 1 bytes fits the prefix."""
+        h = ProtocolHarness(idle())
+        write_frame(h.protocol, b"x" * 255, prefix_bits=8)
+        self.assertEqual(h.take_output(), b"\xff" + b"x" * 255)
+
+    def test_body_too_long_for_prefix(self) -> None:
+        """A body that does not fit the prefix is refused; nothing is written."""
+        h = ProtocolHarness(idle())
+        with self.assertRaises(ValueError) as caught:
+            write_frame(h.protocol, b"x" * 256, prefix_bits=8)
+        self.assertIn("8-bit", str(caught.exception))
+        self.assertEqual(h.take_output(), b"")
+
+    def test_large_body(self) -> None:
+        """A large body is written whole after its prefix."""
+        h = ProtocolHarness(idle())
+        body = bytes(range(256)) * 1024
+        write_frame(h.protocol, body)
+        self.assertEqual(h.take_output(), _frame(body))
+
+    def test_bad_prefix_bits(self) -> None:
+        """A prefix width other than 8, 16 or 32 is refused; nothing is written."""
+        h = ProtocolHarness(idle())
+        self.assertRaises(ValueError, write_frame, h.protocol, b"x", prefix_bits=64)
+        self.assertEqual(h.take_output(), b"")
+
+    @_settings
+    @given(bits=st.sampled_from([8, 16, 32]), payload=st.binary(max_size=300))
+    def test_round_trip(self, bits: int, payload: bytes) -> None:
+        """What write_frame writes, read_frame reads back."""
+        payload = payload[: (1 << bits) - 1]
+        writer = ProtocolHarness(idle())
+        write_frame(writer.protocol, payload, prefix_bits=bits)
+        reader = ProtocolHarness(idle())
+        d = read_frame(reader.protocol, prefix_bits=bits)
+        reader.feed(writer.take_output(), chunk_size=7)
+        self.assertEqual(self.successResultOf(d), payload)
+
+
+class _FrameEcho(StateProtocol):
+    """
+    Echo each frame back, with the prefix width of the Twisted peer.
+    """
+
+    bits = 32
+
+    def start(self) -> Body:
+        """
+        Read a frame, write it back, for ever.
+        """
+        while True:
+            frame = yield read_frame(self, prefix_bits=self.bits)
+            write_frame(self, frame, prefix_bits=self.bits)
+
+
+class _FrameClient(StateProtocol):
+    """
+    Send frames, then read as many replies.
+    """
+
+    bits = 32
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        super().__init__()
+        self.payloads = payloads
+        self.replies: list[bytes] = []
+
+    def start(self) -> Body:
+        """
+        Send every payload, then collect the replies.
+        """
+        for payload in self.payloads:
+            write_frame(self, payload, prefix_bits=self.bits)
+        for _ in self.payloads:
+            self.replies.append((yield read_frame(self, prefix_bits=self.bits)))
+
+
+_RECEIVERS: dict[int, type[basic.IntNStringReceiver]] = {
+    8: basic.Int8StringReceiver,
+    16: basic.Int16StringReceiver,
+    32: basic.Int32StringReceiver,
+}
+
+
+def _twisted_sender(bits: int, payloads: list[bytes]) -> basic.IntNStringReceiver:
+    """
+    A Twisted C{IntNStringReceiver} that sends C{payloads} when connected
+    and records what it receives in C{received}.
+    """
+    base = _RECEIVERS[bits]
+
+    class Sender(base):  # type: ignore[valid-type,misc]
+        MAX_LENGTH = 2**32
+        received: list[bytes]
+
+        def connectionMade(self) -> None:
+            self.received = []
+            for payload in payloads:
+                self.sendString(payload)
+
+        def stringReceived(self, string: bytes) -> None:
+            self.received.append(string)
+
+    sender: basic.IntNStringReceiver = Sender()
+    return sender
+
+
+def _twisted_echo(bits: int) -> basic.IntNStringReceiver:
+    """
+    A Twisted C{IntNStringReceiver} that sends back each string it receives.
+    """
+    base = _RECEIVERS[bits]
+
+    class Echo(base):  # type: ignore[valid-type,misc]
+        MAX_LENGTH = 2**32
+
+        def stringReceived(self, string: bytes) -> None:
+            self.sendString(string)
+
+    echo: basic.IntNStringReceiver = Echo()
+    return echo
+
+
+#: What the interoperability tests send: empty, short, binary, and (for 16 and
+#: 32 bits) longer than an 8-bit prefix allows.
+_INTEROP_PAYLOADS = (b"", b"a", b"hello world", bytes(range(256)) * 3, b"\0" * 200)
+
+
+class TwistedInteropTests(SynchronousTestCase):
+    """
+    L{read_frame} and L{write_frame} against Twisted's Int8, Int16 and
+    Int32 string receivers, over an in-memory connection.
+    """
+
+    def _payloads(self, bits: int) -> list[bytes]:
+        return [p for p in _INTEROP_PAYLOADS if len(p) < 1 << bits]
+
+    def test_twisted_client_our_server(self) -> None:
+        """Twisted's receivers get back exactly the strings they sent."""
+        for bits in (8, 16, 32):
+            payloads = self._payloads(bits)
+            server = _FrameEcho()
+            server.bits = bits
+            client = _twisted_sender(bits, payloads)
+            pump = iosim.connect(
+                server,
+                iosim.makeFakeServer(server),
+                client,
+                iosim.makeFakeClient(client),
+            )
+            pump.flush()
+            self.assertEqual(client.received, payloads, bits)
+
+    def test_our_client_twisted_server(self) -> None:
+        """Frames we write are what Twisted's receivers read, and back."""
+        for bits in (8, 16, 32):
+            payloads = self._payloads(bits)
+            client = _FrameClient(payloads)
+            client.bits = bits
+            server = _twisted_echo(bits)
+            pump = iosim.connect(
+                server,
+                iosim.makeFakeServer(server),
+                client,
+                iosim.makeFakeClient(client),
+            )
+            pump.flush()
+            self.assertEqual(client.replies, payloads, bits)
+            conversation = client.conversation
+            assert conversation is not None
+            self.assertIsNone(self.successResultOf(conversation))
+
+    def test_twisted_sender_chunked(self) -> None:
+        """Twisted's bytes, delivered one at a time, still make whole frames."""
+        payloads = self._payloads(16)
+        sender = _twisted_sender(16, payloads)
+        transport = iosim.makeFakeClient(sender)
+        sender.makeConnection(transport)
+        wire = transport.getOutBuffer()
+        frames: list[bytes] = []
+        h = ProtocolHarness(_collector(len(payloads), 16, frames))
+        h.feed(wire, chunk_size=1)
+        self.assertEqual(frames, payloads)
