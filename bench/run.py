@@ -61,6 +61,8 @@ LOADGEN = REPO / "build" / "lineblast"
 RESULTS = BENCH / "results"
 TAILCALL = BENCH / "tailcall.py"
 TAILCALL_REPORT = RESULTS / "tailcall.md"
+#: bench/tailcall.py takes about 20 minutes on 2 shared cores; stop it after 2 h.
+TAILCALL_TIMEOUT = 7200
 
 #: The peer every ratio is relative to.
 BASELINE = "linereceiver"
@@ -649,9 +651,18 @@ def run_tailcall(results: Results, settings: Settings, mode: str) -> None:
             command.append("--quick")
         progress("scenario 4: " + " ".join(command))
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        done = subprocess.run(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, check=False
-        )
+        try:
+            done = subprocess.run(
+                command,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+                check=False,
+                timeout=TAILCALL_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise BenchError(f"bench/tailcall.py took over {TAILCALL_TIMEOUT} s") from e
         if done.returncode != 0:
             raise BenchError(f"bench/tailcall.py exited {done.returncode}")
     if not TAILCALL_REPORT.exists():
