@@ -681,6 +681,7 @@ def machine_facts() -> dict[str, str]:
     What the report says about the machine and the software.
     """
     import twisted
+
     import txstateproto
 
     facts = {
