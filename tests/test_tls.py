@@ -1,0 +1,410 @@
+"""
+Tests for L{txstateproto._tls}: STARTTLS inside a handler, the plaintext
+injection rule, peer identity, mutual TLS listeners, client verification and
+the L{connect} helper.
+
+The connection tests run over real loopback sockets on 127.0.0.1 (TLS is the
+subject), with certificates issued per process by L{tests.certs}; the rest use
+in-memory transports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import pytest
+from OpenSSL import SSL
+from twisted.internet import defer, reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    serverFromString,
+)
+from twisted.internet.interfaces import IListeningPort, ISSLTransport
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from tests.certs import CertificateSet, Issued, certificates
+from txstateproto import ConnectionState, StateProtocol
+from txstateproto._tls import (
+    TLSHandshakeError,
+    connect,
+    start_tls,
+)
+
+Body = Generator[Any, Any, Any]
+
+
+class Scripted(StateProtocol):
+    """
+    A L{StateProtocol} whose handler is a function given to the constructor.
+    """
+
+    def __init__(self, script: Callable[[Scripted], Body]) -> None:
+        super().__init__()
+        self._script = script
+
+    def start(self) -> Body:
+        return self._script(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # Work around a StateProtocol bug (reported for issue 8, pinned by
+        # test_starttls_connection_lost_mid_conversation below): after
+        # STARTTLS, Twisted's TCP transport has deleted its .protocol by the
+        # time connectionLost runs, so StateProtocol's unregisterProducer()
+        # call there raises AttributeError and the conversation is never
+        # cancelled. The transport has already dropped its producer
+        # (FileDescriptor.connectionLost), so skipping the call is exactly
+        # the proposed fix. Remove this override once it is in.
+        if getattr(self.transport, "disconnected", False):
+            self._producer_registered = False
+        super().connectionLost(reason)
+
+
+def server_options(
+    issued: Issued, client_ca: Issued | None = None
+) -> CertificateOptions:
+    """
+    Server TLS options presenting C{issued}, and requiring a client
+    certificate signed by C{client_ca} if given.
+
+    Keys and certificates are passed as C{cryptography} objects: pyOpenSSL
+    deprecates its own types, which C{PrivateCertificate.options()} uses.
+    """
+    if client_ca is None:
+        return CertificateOptions(privateKey=issued.key, certificate=issued.certificate)
+    return CertificateOptions(
+        privateKey=issued.key,
+        certificate=issued.certificate,
+        trustRoot=client_ca.twisted_certificate(),
+    )
+
+
+def client_options(
+    certs: CertificateSet, hostname: str = "localhost", client: Issued | None = None
+) -> Any:
+    """
+    Client TLS options trusting the test authority and expecting
+    C{hostname}, optionally presenting a client certificate.
+    """
+    extra = {}
+    if client is not None:
+        extra = {"privateKey": client.key, "certificate": client.certificate}
+    return optionsForClientTLS(
+        hostname,
+        trustRoot=certs.ca.twisted_certificate(),
+        extraCertificateOptions=extra,
+    )
+
+
+class LoopbackMixin:
+    """
+    Listen on 127.0.0.1 and collect log events; everything is torn down
+    by the test's clean-ups.
+    """
+
+    def setUp(self) -> None:
+        self.certs = certificates()
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def listen(self, factory: Factory) -> Generator[Any, Any, int]:
+        """
+        Listen with C{factory} on a free port of 127.0.0.1.
+
+        @return: The port number.
+        """
+        port: IListeningPort = yield serverFromString(
+            reactor, "tcp:0:interface=127.0.0.1"
+        ).listen(factory)
+        self.addCleanup(port.stopListening)  # type: ignore[attr-defined]
+        return port.getHost().port  # type: ignore[attr-defined,no-any-return]
+
+    def tls_events(self, text: str) -> list[LogEvent]:
+        """
+        The events of the C{txstateproto.tls} namespace whose format
+        contains C{text}.
+        """
+        return [
+            e
+            for e in self.events
+            if e.get("log_namespace") == "txstateproto.tls"
+            and text in e.get("log_format", "")
+        ]
+
+
+class StartTLSTests(LoopbackMixin, TestCase):
+    """
+    L{start_tls} upgrades a running conversation, on both sides.
+    """
+
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def test_upgrade_both_directions(self) -> Generator[Any, Any, None]:
+        """
+        A server and a client handler both call start_tls after the
+        STARTTLS exchange and then talk over TLS, each seeing the other's
+        certificate identity.
+        """
+        certs = self.certs
+        seen: dict[str, Any] = {}
+
+        def server(p: Scripted) -> Body:
+            p.write_line(b"220 hello")
+            seen["command"] = yield p.read_line()
+            p.write_line(b"220 go ahead")
+            seen["client identity"] = yield start_tls(
+                p, server_options(certs.server, client_ca=certs.ca)
+            )
+            seen["server encrypted"] = ISSLTransport.providedBy(p.transport)
+            line = yield p.read_line()
+            p.write_line(b"echo " + line)
+
+        server_factory = Factory.forProtocol(lambda: Scripted(server))
+        port = yield self.listen(server_factory)
+
+        def client(p: Scripted) -> Body:
+            seen["greeting"] = yield p.read_line()
+            p.write_line(b"STARTTLS")
+            seen["go ahead"] = yield p.read_line()
+            seen["server identity"] = yield start_tls(
+                p, client_options(certs, client=certs.client)
+            )
+            seen["client encrypted"] = ISSLTransport.providedBy(p.transport)
+            p.write_line(b"PING")
+            seen["echo"] = yield p.read_line()
+
+        proto = yield connect(reactor, f"tcp:127.0.0.1:{port}", Scripted(client))
+        yield proto.when_closed()
+        self.assertEqual(seen["greeting"], b"220 hello")
+        self.assertEqual(seen["command"], b"STARTTLS")
+        self.assertEqual(seen["echo"], b"echo PING")
+        self.assertTrue(seen["server encrypted"])
+        self.assertTrue(seen["client encrypted"])
+        self.assertEqual(seen["server identity"].dns_names, ("localhost",))
+        self.assertEqual(seen["client identity"].common_name, "alice")
+
+    @defer.inlineCallbacks
+    def test_plaintext_after_starttls_is_discarded(self) -> Generator[Any, Any, None]:
+        """
+        A line pipelined after STARTTLS in the same packet (C{EVIL}) never
+        reaches a read after the upgrade; the discard is logged with the byte
+        count and the peer.
+        """
+        certs = self.certs
+        after_upgrade: list[bytes] = []
+
+        def server(p: Scripted) -> Body:
+            p.write_line(b"220 hello")
+            yield p.read_line()
+            p.write_line(b"220 go ahead")
+            yield start_tls(p, server_options(certs.server))
+            line = yield p.read_line()
+            after_upgrade.append(line)
+            p.write_line(b"got " + line)
+
+        port = yield self.listen(Factory.forProtocol(lambda: Scripted(server)))
+        replies: list[bytes] = []
+
+        def client(p: Scripted) -> Body:
+            yield p.read_line()
+            p.write(b"STARTTLS\r\nEVIL\r\n")
+            yield p.read_line()
+            yield start_tls(p, client_options(certs))
+            p.write_line(b"HELLO")
+            replies.append((yield p.read_line()))
+
+        proto = yield connect(reactor, f"tcp:127.0.0.1:{port}", Scripted(client))
+        client_address = proto.transport.getHost()
+        yield proto.when_closed()
+        self.assertEqual(after_upgrade, [b"HELLO"])
+        self.assertEqual(replies, [b"got HELLO"])
+        [event] = self.tls_events("discarded")
+        self.assertEqual(event["count"], len(b"EVIL\r\n"))
+        self.assertEqual(event["preview"], b"EVIL\r\n")
+        self.assertEqual(
+            (event["peer"].host, event["peer"].port),
+            (client_address.host, client_address.port),
+        )
+
+    @defer.inlineCallbacks
+    def test_client_discards_plaintext_after_go_ahead(
+        self,
+    ) -> Generator[Any, Any, None]:
+        """
+        On the client side too, plaintext sent after the go-ahead reply and
+        before the handshake (a man in the middle's injection) is discarded.
+        """
+        certs = self.certs
+
+        def server(p: Scripted) -> Body:
+            yield p.read_line()
+            p.write(b"220 go ahead\r\nEVIL\r\n")
+            yield start_tls(p, server_options(certs.server))
+            p.write_line(b"WELCOME")
+            yield p.read_line()
+
+        port = yield self.listen(Factory.forProtocol(lambda: Scripted(server)))
+        lines: list[bytes] = []
+
+        def client(p: Scripted) -> Body:
+            p.write_line(b"STARTTLS")
+            lines.append((yield p.read_line()))
+            yield start_tls(p, client_options(certs))
+            lines.append((yield p.read_line()))
+            p.write_line(b"BYE")
+
+        proto = yield connect(reactor, f"tcp:127.0.0.1:{port}", Scripted(client))
+        yield proto.when_closed()
+        self.assertEqual(lines, [b"220 go ahead", b"WELCOME"])
+        [event] = self.tls_events("discarded")
+        self.assertEqual(event["count"], len(b"EVIL\r\n"))
+
+    @defer.inlineCallbacks
+    def test_hostname_mismatch_raises_at_pending_yield(
+        self,
+    ) -> Generator[Any, Any, None]:
+        """
+        A server certificate for another name fails the client's pending
+        start_tls with TLSHandshakeError naming the host name check, and
+        the handler's finally block runs.
+        """
+        certs = self.certs
+
+        def server(p: Scripted) -> Body:
+            yield p.read_line()
+            p.write_line(b"220 go ahead")
+            try:
+                yield start_tls(p, server_options(certs.wrong_name))
+            except TLSHandshakeError:
+                pass
+
+        port = yield self.listen(Factory.forProtocol(lambda: Scripted(server)))
+        outcome: list[object] = []
+
+        def client(p: Scripted) -> Body:
+            try:
+                p.write_line(b"STARTTLS")
+                yield p.read_line()
+                try:
+                    yield start_tls(p, client_options(certs, "localhost"))
+                except TLSHandshakeError as e:
+                    outcome.append(e)
+                    raise
+                outcome.append("not refused")
+            finally:
+                outcome.append("finally")
+
+        proto = yield connect(reactor, f"tcp:127.0.0.1:{port}", Scripted(client))
+        yield proto.when_closed()
+        self.assertEqual(len(outcome), 2, outcome)
+        error, last = outcome
+        self.assertIsInstance(error, TLSHandshakeError)
+        self.assertEqual(last, "finally")
+        assert isinstance(error, TLSHandshakeError)
+        self.assertEqual(type(error.reason).__name__, "VerificationError")
+        self.assertIn("does not match the expected host name", str(error))
+        self.assertIn("127.0.0.1", str(error))
+
+    @defer.inlineCallbacks
+    def test_self_signed_raises_at_pending_yield(self) -> Generator[Any, Any, None]:
+        """
+        A self-signed server certificate fails the client's pending
+        start_tls with TLSHandshakeError (certificate verify failed), and
+        the handler's finally block runs.
+        """
+        certs = self.certs
+
+        def server(p: Scripted) -> Body:
+            yield p.read_line()
+            p.write_line(b"220 go ahead")
+            try:
+                yield start_tls(p, server_options(certs.self_signed))
+            except TLSHandshakeError:
+                pass
+
+        port = yield self.listen(Factory.forProtocol(lambda: Scripted(server)))
+        outcome: list[object] = []
+
+        def client(p: Scripted) -> Body:
+            try:
+                p.write_line(b"STARTTLS")
+                yield p.read_line()
+                try:
+                    yield start_tls(p, client_options(certs))
+                except TLSHandshakeError as e:
+                    outcome.append(e)
+                    raise
+                outcome.append("not refused")
+            finally:
+                outcome.append("finally")
+
+        proto = yield connect(reactor, f"tcp:127.0.0.1:{port}", Scripted(client))
+        yield proto.when_closed()
+        self.assertEqual(len(outcome), 2, outcome)
+        error, last = outcome
+        self.assertEqual(last, "finally")
+        assert isinstance(error, TLSHandshakeError)
+        self.assertIsInstance(error.reason, SSL.Error)
+        self.assertIn("certificate verify failed", str(error))
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="StateProtocol.connectionLost calls transport.unregisterProducer(), "
+        "which after STARTTLS raises AttributeError on Twisted's TCP transport "
+        "(reported for issue 8 with the proposed fix)",
+    )
+    @defer.inlineCallbacks
+    def test_starttls_connection_lost_mid_conversation(
+        self,
+    ) -> Generator[Any, Any, None]:
+        """
+        A StateProtocol (without the workaround in L{Scripted}) whose STARTTLS
+        connection is lost while its conversation waits has the conversation
+        cancelled and fires when_closed, with no error escaping from
+        connectionLost.
+        """
+        certs = self.certs
+        servers: list[StateProtocol] = []
+        settled: Deferred[None] = Deferred()
+
+        class Server(StateProtocol):
+            def start(self) -> Body:
+                servers.append(self)
+                self.when_closed().addCallback(lambda _: settle())
+                yield self.read_line()
+                self.write_line(b"220 go ahead")
+                yield start_tls(self, server_options(certs.server))
+                yield self.read_line()
+
+        def settle() -> None:
+            if not settled.called:
+                settled.callback(None)
+
+        def observe(event: LogEvent) -> None:
+            if event.get("log_failure") is not None:
+                settle()
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)  # type: ignore[attr-defined]
+        port = yield self.listen(Factory.forProtocol(Server))
+
+        def client(p: Scripted) -> Body:
+            p.write_line(b"STARTTLS")
+            yield p.read_line()
+            yield start_tls(p, client_options(certs))
+            p.transport.abortConnection()
+
+        proto = yield connect(reactor, f"tcp:127.0.0.1:{port}", Scripted(client))
+        yield proto.when_closed()
+        yield settled
+        [server] = servers
+        self.assertEqual(server.state, ConnectionState.CLOSED)
+        self.assertTrue(server.conversation.called)
+        self.assertEqual(self.flushLoggedErrors(), [])
