@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any
 
-import pytest
 from OpenSSL import SSL
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
@@ -354,12 +353,6 @@ class StartTLSTests(LoopbackMixin, TestCase):
         self.assertIsInstance(error.reason, SSL.Error)
         self.assertIn("certificate verify failed", str(error))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="StateProtocol.connectionLost calls transport.unregisterProducer(), "
-        "which after STARTTLS raises AttributeError on Twisted's TCP transport "
-        "(reported for issue 8 with the proposed fix)",
-    )
     @defer.inlineCallbacks
     def test_starttls_connection_lost_mid_conversation(
         self,

@@ -375,11 +375,17 @@ class StateProtocol(Protocol):
             self._idle_timer = None
             if timer.active():
                 timer.cancel()
+        # Twisted's socket transports drop their producer before they call
+        # us, and unregistering again is unsafe there: a TCP transport that
+        # has started TLS forwards unregisterProducer() to a protocol it has
+        # already deleted (AttributeError). Only a transport that still
+        # names us as its producer (StringTransport, or a hand-made one
+        # whose connectionLost is called by hand) is told.
         if self._producer_registered:
             self._producer_registered = False
             transport = self.transport
-            if transport is not None:
-                transport.unregisterProducer()  # type: ignore[attr-defined]
+            if getattr(transport, "producer", None) is self:
+                transport.unregisterProducer()  # type: ignore[union-attr]
         conversation = self.conversation
         if conversation is not None:
             conversation.cancel()

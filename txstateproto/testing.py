@@ -62,11 +62,14 @@ class _HarnessTransport(StringTransportWithDisconnection):
 
     def lose(self, reason: Failure) -> None:
         """
-        Deliver C{connectionLost(reason)}, once, then drop the protocol.
+        Drop the registered producer and deliver C{connectionLost(reason)},
+        once, then drop the protocol, as Twisted's TCP transport does.
         """
         if not self.connected:
             return
         self.connected = False
+        self.producer = None
+        self.streaming = None
         protocol = self.protocol
         del self.protocol
         protocol.connectionLost(reason)
