@@ -20,10 +20,9 @@ from twisted.internet.endpoints import (
     serverFromString,
 )
 from twisted.internet.interfaces import IListeningPort, ISSLTransport
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.logger import LogEvent, globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from tests.certs import CertificateSet, Issued, certificates
@@ -48,19 +47,6 @@ class Scripted(StateProtocol):
 
     def start(self) -> Body:
         return self._script(self)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        # Work around a StateProtocol bug (reported for issue 8, pinned by
-        # test_starttls_connection_lost_mid_conversation below): after
-        # STARTTLS, Twisted's TCP transport has deleted its .protocol by the
-        # time connectionLost runs, so StateProtocol's unregisterProducer()
-        # call there raises AttributeError and the conversation is never
-        # cancelled. The transport has already dropped its producer
-        # (FileDescriptor.connectionLost), so skipping the call is exactly
-        # the proposed fix. Remove this override once it is in.
-        if getattr(self.transport, "disconnected", False):
-            self._producer_registered = False
-        super().connectionLost(reason)
 
 
 def server_options(
@@ -358,10 +344,9 @@ class StartTLSTests(LoopbackMixin, TestCase):
         self,
     ) -> Generator[Any, Any, None]:
         """
-        A StateProtocol (without the workaround in L{Scripted}) whose STARTTLS
-        connection is lost while its conversation waits has the conversation
-        cancelled and fires when_closed, with no error escaping from
-        connectionLost.
+        A StateProtocol whose STARTTLS connection is lost while its
+        conversation waits has the conversation cancelled and fires
+        when_closed, with no error escaping from connectionLost.
         """
         certs = self.certs
         servers: list[StateProtocol] = []
