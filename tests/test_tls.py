@@ -13,23 +13,35 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
     serverFromString,
+    wrapClientTLS,
 )
-from twisted.internet.interfaces import IListeningPort, ISSLTransport
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    ISSLTransport,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from tests.certs import CertificateSet, Issued, certificates
 from txstateproto import ConnectionState, StateProtocol
 from txstateproto._tls import (
+    PeerIdentity,
     TLSHandshakeError,
     connect,
+    mutual_tls_factory,
+    peer_identity,
     start_tls,
 )
 
@@ -386,3 +398,207 @@ class StartTLSTests(LoopbackMixin, TestCase):
         self.assertEqual(server.state, ConnectionState.CLOSED)
         self.assertTrue(server.conversation.called)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+@implementer(IStreamClientEndpoint)
+class RecordingEndpoint:
+    """
+    A client endpoint that notes the local address of the connection it
+    makes, so that a test can find that address in the server's log.
+    """
+
+    def __init__(self, wrapped: IStreamClientEndpoint) -> None:
+        self._wrapped = wrapped
+        self.local: Any = None
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        """
+        Connect through the wrapped endpoint and note the local address.
+        """
+
+        def connected(protocol: Any) -> Any:
+            self.local = protocol.transport.getHost()
+            return protocol
+
+        return self._wrapped.connect(factory).addCallback(connected)
+
+
+class MutualTLSTests(LoopbackMixin, TestCase):
+    """
+    A listener made by L{mutual_tls_factory} accepts only clients whose
+    certificate the given authority signed, and hands the verified identity
+    to the handler.
+    """
+
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def listen_mutual(
+        self, servers: list[Scripted], script: Callable[[Scripted], Body]
+    ) -> Generator[Any, Any, int]:
+        """
+        Listen on 127.0.0.1 with a mutual TLS listener trusting the test
+        authority for client certificates; each handler is noted in
+        C{servers} when it starts.
+
+        @return: The port number.
+        """
+
+        def build() -> Scripted:
+            def started(p: Scripted) -> Body:
+                servers.append(p)
+                return script(p)
+
+            return Scripted(started)
+
+        factory = mutual_tls_factory(
+            Factory.forProtocol(build),
+            self.certs.server.private_certificate(),
+            self.certs.ca.twisted_certificate(),
+        )
+        port: int = yield self.listen(factory)
+        return port
+
+    def client_endpoint(
+        self, port: int, client: Issued | None
+    ) -> tuple[IStreamClientEndpoint, RecordingEndpoint]:
+        """
+        A TLS client endpoint to 127.0.0.1:C{port} that verifies the
+        server and presents C{client}'s certificate (if given).
+
+        @return: The TLS endpoint and the TCP endpoint under it.
+        """
+        tcp = RecordingEndpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+        tls = wrapClientTLS(client_options(self.certs, client=client), tcp)
+        return tls, tcp
+
+    @defer.inlineCallbacks
+    def test_accepts_client_signed_by_ca(self) -> Generator[Any, Any, None]:
+        """
+        A client presenting a certificate from the trusted authority is
+        served, and the handler reads its verified subject and SAN with
+        peer_identity from its first step on.
+        """
+        seen: list[PeerIdentity | None] = []
+
+        def server(p: Scripted) -> Body:
+            identity = peer_identity(p)
+            seen.append(identity)
+            assert identity is not None
+            p.write_line(b"hello " + (identity.common_name or "?").encode())
+            yield p.read_line()
+
+        servers: list[Scripted] = []
+        port = yield self.listen_mutual(servers, server)
+        endpoint, _ = self.client_endpoint(port, self.certs.client)
+        replies: list[bytes] = []
+
+        def client(p: Scripted) -> Body:
+            replies.append((yield p.read_line()))
+            p.write_line(b"BYE")
+
+        proto = yield connect(reactor, endpoint, Scripted(client))
+        yield proto.when_closed()
+        yield servers[0].when_closed()
+        self.assertEqual(replies, [b"hello alice"])
+        [identity] = seen
+        assert identity is not None
+        self.assertEqual(identity.subject, "CN=alice,O=txstateproto tests")
+        self.assertEqual(identity.common_name, "alice")
+        self.assertEqual(identity.dns_names, ("alice.clients.test",))
+        self.assertEqual(
+            identity.issuer, "CN=txstateproto test CA,O=txstateproto tests"
+        )
+        self.assertEqual(
+            identity.sha256_fingerprint,
+            self.certs.client.certificate.fingerprint(hashes.SHA256()).hex(),
+        )
+
+    @defer.inlineCallbacks
+    def refused(self, client: Issued | None) -> Generator[Any, Any, str]:
+        """
+        Connect to a mutual TLS listener presenting C{client} (or no
+        certificate) and check the refusal: the server's handler never
+        starts, the client reads nothing, and the server logs a warning
+        naming the client's address and the reason.
+
+        @return: The reason as logged.
+        """
+        refusal: Deferred[LogEvent] = Deferred()
+
+        def observe(event: LogEvent) -> None:
+            if (
+                event.get("log_namespace") == "txstateproto.tls"
+                and "refused" in event.get("log_format", "")
+                and not refusal.called
+            ):
+                refusal.callback(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)  # type: ignore[attr-defined]
+        servers: list[Scripted] = []
+        port = yield self.listen_mutual(servers, lambda p: p.read_line())
+        endpoint, tcp = self.client_endpoint(port, client)
+        received: list[bytes] = []
+
+        def reader(p: Scripted) -> Body:
+            received.append((yield p.read_line()))
+
+        # Under TLS 1.3 the client's handshake completes before the server
+        # has checked the client's certificate, so connect() may succeed and
+        # the refusal then arrives as the loss of the connection; under
+        # TLS 1.2 connect() itself fails. Either way the reason is OpenSSL's
+        # alert.
+        try:
+            proto = yield connect(reactor, endpoint, Scripted(reader))
+        except TLSHandshakeError as e:
+            reason = e.reason
+        else:
+            yield proto.when_closed()
+            assert proto.disconnect_reason is not None
+            reason = proto.disconnect_reason.value
+        event = yield refusal
+        self.assertEqual(servers, [])
+        self.assertEqual(received, [])
+        self.assertIsInstance(reason, SSL.Error)
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertEqual(
+            (event["peer"].host, event["peer"].port),
+            (tcp.local.host, tcp.local.port),
+        )
+        self.assertIn(f"port={tcp.local.port}", formatEvent(event))
+        error: str = event["error"]
+        return error
+
+    @defer.inlineCallbacks
+    def test_refuses_client_without_certificate(self) -> Generator[Any, Any, None]:
+        """
+        A client that presents no certificate is refused during the
+        handshake, never reaches the handler, and the refusal is logged with
+        its address.
+        """
+        error = yield self.refused(None)
+        self.assertIn("did not return a certificate", error)
+
+    @defer.inlineCallbacks
+    def test_refuses_client_from_other_ca(self) -> Generator[Any, Any, None]:
+        """
+        A client whose certificate another authority signed is refused
+        during the handshake, never reaches the handler, and the refusal is
+        logged with its address.
+        """
+        error = yield self.refused(self.certs.other_client)
+        self.assertIn("certificate verify failed", error)
+
+    def test_needs_an_authority(self) -> None:
+        """
+        mutual_tls_factory refuses an empty list of client authorities
+        rather than building a listener that verifies nothing.
+        """
+        with self.assertRaises(ValueError) as caught:
+            mutual_tls_factory(
+                Factory.forProtocol(StateProtocol),
+                self.certs.server.private_certificate(),
+                [],
+            )
+        self.assertIn("client_ca", str(caught.exception))
