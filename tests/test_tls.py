@@ -31,11 +31,12 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from tests.certs import CertificateSet, Issued, certificates
-from txstateproto import ConnectionState, StateProtocol
+from txstateproto import ConnectionState, StateProtocol, coroutine
 from txstateproto._tls import (
     PeerIdentity,
     TLSHandshakeError,
@@ -602,3 +603,138 @@ class MutualTLSTests(LoopbackMixin, TestCase):
                 [],
             )
         self.assertIn("client_ca", str(caught.exception))
+
+
+class TLSEndpointClientTests(LoopbackMixin, TestCase):
+    """
+    L{connect} over a C{tls:host=...:port=...} endpoint string verifies the
+    server's certificate and host name (service_identity) before the
+    client's handler starts, and reports a refusal at the caller's pending
+    C{yield}.
+    """
+
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def listen_tls(
+        self,
+        issued: Issued,
+        servers: list[Scripted],
+        script: Callable[[Scripted], Body],
+    ) -> Generator[Any, Any, int]:
+        """
+        Listen with TLS on 127.0.0.1 presenting C{issued}; each server
+        protocol is noted in C{servers}.
+
+        @return: The port number.
+        """
+
+        def build() -> Scripted:
+            p = Scripted(script)
+            servers.append(p)
+            return p
+
+        factory = TLSMemoryBIOFactory(
+            server_options(issued), False, Factory.forProtocol(build)
+        )
+        port: int = yield self.listen(factory)
+        return port
+
+    def endpoint(self, port: int) -> str:
+        """
+        The client endpoint string for a TLS connection to C{localhost} on
+        C{port}, trusting only the test authority.
+        """
+        return f"tls:host=localhost:port={port}:trustRoots={self.certs.ca_dir}"
+
+    @defer.inlineCallbacks
+    def test_verified_server(self) -> Generator[Any, Any, None]:
+        """
+        A server presenting a certificate for localhost from the trusted
+        authority is accepted; the client's handler starts on the verified
+        connection and sees the server's identity.
+        """
+
+        def server(p: Scripted) -> Body:
+            line = yield p.read_line()
+            p.write_line(b"echo " + line)
+
+        servers: list[Scripted] = []
+        port = yield self.listen_tls(self.certs.server, servers, server)
+        seen: list[object] = []
+
+        def client(p: Scripted) -> Body:
+            identity = peer_identity(p)
+            assert identity is not None
+            seen.append(identity.dns_names)
+            p.write_line(b"PING")
+            seen.append((yield p.read_line()))
+
+        proto = yield connect(reactor, self.endpoint(port), Scripted(client))
+        yield proto.when_closed()
+        yield servers[0].when_closed()
+        self.assertEqual(seen, [("localhost",), b"echo PING"])
+
+    @defer.inlineCallbacks
+    def refused(self, issued: Issued) -> Generator[Any, Any, TLSHandshakeError]:
+        """
+        Connect, from inside a coroutine handler, to a TLS server presenting
+        C{issued}, and check that the refusal is raised at that handler's
+        pending C{yield}, that its C{finally} block runs, and that the
+        client protocol's own handler never starts.
+
+        @return: The error raised at the C{yield}.
+        """
+        servers: list[Scripted] = []
+        port = yield self.listen_tls(issued, servers, lambda p: p.read_line())
+        started: list[Scripted] = []
+        outcome: list[object] = []
+
+        def client(p: Scripted) -> Body:
+            started.append(p)
+            yield p.read_line()
+
+        @coroutine
+        def session() -> Body:
+            try:
+                try:
+                    yield connect(reactor, self.endpoint(port), Scripted(client))
+                except TLSHandshakeError as e:
+                    outcome.append(e)
+                    raise
+                outcome.append("not refused")
+            finally:
+                outcome.append("finally")
+
+        raised = yield session().addErrback(lambda f: f.value)
+        for server in servers:
+            yield server.when_closed()
+        self.assertEqual(len(outcome), 2, outcome)
+        error, last = outcome
+        self.assertEqual(last, "finally")
+        assert isinstance(error, TLSHandshakeError)
+        self.assertIs(raised, error)
+        self.assertEqual(started, [])
+        self.assertIn("127.0.0.1", str(error))
+        return error
+
+    @defer.inlineCallbacks
+    def test_hostname_mismatch(self) -> Generator[Any, Any, None]:
+        """
+        A certificate from the trusted authority for another host name is
+        refused by service_identity with a TLSHandshakeError saying so.
+        """
+        error = yield self.refused(self.certs.wrong_name)
+        self.assertEqual(type(error.reason).__name__, "VerificationError")
+        self.assertIn("does not match the expected host name", str(error))
+        self.assertIn("localhost", str(error))
+
+    @defer.inlineCallbacks
+    def test_self_signed(self) -> Generator[Any, Any, None]:
+        """
+        A self-signed certificate for the right host name is refused with a
+        TLSHandshakeError saying that verification failed.
+        """
+        error = yield self.refused(self.certs.self_signed)
+        self.assertIsInstance(error.reason, SSL.Error)
+        self.assertIn("certificate verify failed", str(error))
