@@ -105,11 +105,17 @@ def _resolve_protocol(name: str) -> _ProtocolMaker:
         sys.path.insert(0, cwd)
     try:
         found = reflect.namedAny(name)  # type: ignore[no-untyped-call]
-    except (reflect.InvalidName, ImportError, AttributeError) as e:
-        # ModuleNotFound and ObjectNotFound are ImportError subclasses.
+    except (reflect.ModuleNotFound, reflect.ObjectNotFound):
         raise usage.UsageError(
-            f"--protocol {name!r}: {tried}, and importing it failed "
-            f"(with {cwd} on sys.path): {e}"
+            f"--protocol {name!r}: {tried}, and {_missing(name)} (with {cwd} on "
+            f"sys.path)"
+        ) from None
+    except (reflect.InvalidName, ImportError, AttributeError) as e:
+        # An ImportError raised inside the named module (a dependency it
+        # lacks) or a malformed name.
+        raise usage.UsageError(
+            f"--protocol {name!r}: {tried}, and importing it failed (with "
+            f"{cwd} on sys.path): {e}"
         ) from None
     if isinstance(found, type):
         if issubclass(found, StateProtocol):
@@ -125,6 +131,19 @@ def _resolve_protocol(name: str) -> _ProtocolMaker:
         f"--protocol {name!r}: found a {type(found).__name__}, not a "
         f"StateProtocol subclass or a callable making one"
     )
+
+
+def _missing(name: str) -> str:
+    """
+    Say which part of a dotted name could not be found, after
+    L{reflect.namedAny} imported what it could.
+    """
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in sys.modules:
+            return f"module {prefix!r} has no attribute {parts[i]!r}"
+    return f"no module named {parts[0]!r}"
 
 
 def _number(
