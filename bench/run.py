@@ -150,6 +150,14 @@ ECHO_CELLS = [
 #: client is what is being measured.
 CEILING_CELL = EchoCell(16, 100, 32)
 CEILING_TARGET = 2.5
+#: The client's headroom: the bare Protocol (C{PROBE_PEER}) driven with four
+#: times the ceiling cell's lines in flight. If the same client then drives
+#: several times the ceiling cell's rate, it is not what limits that cell.
+PROBE_CELL = EchoCell(16, 100, 128)
+PROBE_PEER = "protocol"
+#: How much faster than the ceiling cell the probe must go for the report to
+#: say that the client has headroom.
+HEADROOM_TARGET = 2.0
 
 #: Concurrent connect / one line / close loops in scenario 5.
 CHURN_CONCURRENCY = 16
@@ -229,7 +237,12 @@ def blast(mode: str, port: int, args: Sequence[str], timeout: float) -> dict[str
     command = [str(LOADGEN), mode, "-p", str(port), *args]
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            start_new_session=True,  # see "Sessions" below
         )
     except subprocess.TimeoutExpired as e:
         raise BenchError(f"{' '.join(command)} took over {timeout} s") from e
@@ -242,15 +255,16 @@ def blast(mode: str, port: int, args: Sequence[str], timeout: float) -> dict[str
 
 # -- servers -------------------------------------------------------------------
 
-
-def cpu_seconds(pid: int) -> float:
-    """
-    User plus system CPU time of process C{pid}, from C{/proc}.
-    """
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+# Sessions: why every server and every client process gets a session of its own.
+# Linux's scheduler (with sched_autogroup_enabled, the default on desktop
+# and many server kernels, and on the benchmark machine) shares the CPU
+# fairly between sessions first and only then between the processes of
+# one session. A server and its load generator started from one session
+# would split one session's share between them, so that a client working
+# harder (which it does against a faster server) would take CPU from the
+# very server it measures, and the bare Protocol ceiling would be cut
+# most. In their own sessions each competes with other work on the machine
+# on its own, as a server does when its clients are elsewhere.
 
 
 def rss_kib(pid: int) -> int:
@@ -282,6 +296,8 @@ class Server:
             stderr=self._log,
             env=env,
             cwd=REPO,
+            # Its own session, so its own scheduler autogroup: see "Sessions".
+            start_new_session=True,
         )
         self.port = 0
         self.loop = ""
@@ -355,6 +371,9 @@ class Sample:
     @ivar value: Lines/s, connections/s, or bytes per idle connection.
     @ivar client_cpu: The client's CPU time over the window, in cores.
     @ivar server_cpu: The server's CPU time over the window, in cores.
+    @ivar machine_cpu: CPU time used by everything on the machine over the
+        window, in cores (so C{machine_cpu - server_cpu - client_cpu} is what
+        other work took).
     """
 
     scenario: str
@@ -364,6 +383,7 @@ class Sample:
     value: float
     client_cpu: float = 0.0
     server_cpu: float = 0.0
+    machine_cpu: float = 0.0
 
 
 @dataclass
@@ -420,27 +440,51 @@ def rotated(peers: Sequence[Peer], run: int) -> list[Peer]:
     return [*peers[shift:], *peers[:shift]]
 
 
+@dataclass(frozen=True)
+class Window:
+    """
+    What C{lineblast} measured over one window.
+
+    @ivar rate: Lines (or connections) per second.
+    @ivar client_cpu: The client's CPU, in cores.
+    @ivar server_cpu: The server's CPU, in cores.
+    @ivar machine_cpu: The whole machine's CPU, in cores.
+    """
+
+    rate: float
+    client_cpu: float
+    server_cpu: float
+    machine_cpu: float
+
+
 def measure_throughput(
     server: Server, mode: str, args: Sequence[str], settings: Settings
-) -> tuple[float, float, float]:
+) -> Window:
     """
     Drive C{server} with C{lineblast} for one window.
 
-    @return: (count per second, client CPU in cores, server CPU in cores).
+    C{lineblast} reads the server's CPU time and the machine's (C{/proc}) at
+    the instants its measuring window opens and closes, so warm-up, start-up
+    and exit are not counted.
     """
     server.check()
-    before = cpu_seconds(server.pid)
-    started = time.monotonic()
     result = blast(
         mode,
         server.port,
-        [*args, "-w", str(settings.warmup), "-d", str(settings.duration)],
+        [
+            *args,
+            *("-w", str(settings.warmup), "-d", str(settings.duration)),
+            *("-P", str(server.pid)),
+        ],
         timeout=settings.warmup + settings.duration + 60,
     )
-    elapsed = time.monotonic() - started
-    server_cpu = (cpu_seconds(server.pid) - before) / elapsed
     server.check()
-    return float(result["per_sec"]), float(result["client_cpu"]), server_cpu
+    return Window(
+        rate=float(result["per_sec"]),
+        client_cpu=float(result["client_cpu"]),
+        server_cpu=float(result.get("server_cpu", "nan")),
+        machine_cpu=float(result.get("machine_cpu", "nan")),
+    )
 
 
 def run_echo_and_churn(
@@ -448,7 +492,41 @@ def run_echo_and_churn(
 ) -> None:
     """
     Scenario 1 (and 5 with C{churn}): every cell, every peer, C{runs} times.
+
+    Each run also measures the client's headroom: the bare C{Protocol} with
+    C{PROBE_CELL}'s deeper pipeline, to show how many lines/s the same client
+    can drive when the server's turn-around is not what limits it.
     """
+
+    def measure(
+        run: int, scenario: str, cell: str, label: str, server: Server, args: list[str]
+    ) -> None:
+        mode = "churn" if scenario == "churn" else "echo"
+        unit = "connections/s" if scenario == "churn" else "lines/s"
+        window = measure_throughput(server, mode, args, settings)
+        progress(
+            f"run {run + 1}/{settings.runs} {label}: {server.peer.label} "
+            f"{window.rate:,.0f} {unit} (server {window.server_cpu:.2f}, "
+            f"client {window.client_cpu:.2f}, machine {window.machine_cpu:.2f} cores)"
+        )
+        results.samples.append(
+            Sample(
+                scenario,
+                cell,
+                server.peer.key,
+                run,
+                window.rate,
+                window.client_cpu,
+                window.server_cpu,
+                window.machine_cpu,
+            )
+        )
+
+    def echo_args(cell: EchoCell) -> list[str]:
+        return [
+            *("-c", str(cell.conns), "-k", str(cell.inflight), "-s", str(cell.size))
+        ]
+
     for run in range(settings.runs):
         order = rotated(peers, run)
         with servers(order) as started:
@@ -458,36 +536,24 @@ def run_echo_and_churn(
                 for peer in order:
                     if peer.experiment and cell.inflight != 1:
                         continue
-                    args = ["-c", str(cell.conns), "-k", str(cell.inflight)]
-                    args += ["-s", str(cell.size)]
-                    value, client, server = measure_throughput(
-                        started[peer.key], "echo", args, settings
-                    )
-                    progress(
-                        f"run {run + 1}/{settings.runs} {cell.label}: {peer.label} "
-                        f"{value:,.0f} lines/s (client {client:.2f}, "
-                        f"server {server:.2f} cores)"
-                    )
-                    results.samples.append(
-                        Sample("echo", cell.key, peer.key, run, value, client, server)
-                    )
+                    server = started[peer.key]
+                    measure(run, "echo", cell.key, cell.label, server, echo_args(cell))
+            if PROBE_PEER in started:
+                measure(
+                    run,
+                    "probe",
+                    PROBE_CELL.key,
+                    f"client headroom, {PROBE_CELL.label}",
+                    started[PROBE_PEER],
+                    echo_args(PROBE_CELL),
+                )
             if not churn:
                 continue
             for peer in order:
                 if peer.experiment:
                     continue
                 args = ["-c", str(CHURN_CONCURRENCY), "-s", "16"]
-                value, client, server = measure_throughput(
-                    started[peer.key], "churn", args, settings
-                )
-                progress(
-                    f"run {run + 1}/{settings.runs} churn: {peer.label} "
-                    f"{value:,.0f} connections/s (client {client:.2f}, "
-                    f"server {server:.2f} cores)"
-                )
-                results.samples.append(
-                    Sample("churn", "churn", peer.key, run, value, client, server)
-                )
+                measure(run, "churn", "churn", "churn", started[peer.key], args)
 
 
 def idle_memory(peer: Peer, settings: Settings) -> float:
@@ -508,6 +574,7 @@ def idle_memory(peer: Peer, settings: Settings) -> float:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # see "Sessions" above
         )
         assert client.stdin is not None
         assert client.stdout is not None
@@ -694,6 +761,11 @@ def machine_facts() -> dict[str, str]:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
     try:
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text()
+        facts["autogroup"] = "on" if autogroup.strip() == "1" else "off"
+    except OSError:
+        facts["autogroup"] = "absent"
+    try:
         facts["uvloop"] = importlib.metadata.version("uvloop")
     except importlib.metadata.PackageNotFoundError:
         facts["uvloop"] = "not installed"
@@ -752,6 +824,38 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def efficiency(sample: Sample) -> float:
+    """
+    Lines (or connections) per second of the server's own CPU time.
+    """
+    if not sample.server_cpu or math.isnan(sample.server_cpu):
+        return math.nan
+    return sample.value / sample.server_cpu
+
+
+def efficiency_ratios(
+    results: Results, scenario: str, cell: str, peer: str
+) -> list[float]:
+    """
+    Per run, the peer's lines per server CPU-second over the baseline's.
+    """
+    mine = results.values(scenario, cell, peer)
+    base = results.values(scenario, cell, BASELINE)
+    ratios = [
+        efficiency(mine[run]) / efficiency(base[run])
+        for run in sorted(mine)
+        if run in base and efficiency(base[run]) > 0
+    ]
+    return [r for r in ratios if not math.isnan(r)]
+
+
+def other_load(sample: Sample) -> float:
+    """
+    Cores that work other than the server and the client took in the window.
+    """
+    return max(sample.machine_cpu - sample.server_cpu - sample.client_cpu, 0.0)
+
+
 def echo_section(results: Results, peers: Sequence[Peer]) -> str:
     """
     Scenario 1's tables: ratios, absolute medians, CPU, and the ceiling check.
@@ -773,6 +877,24 @@ def echo_section(results: Results, peers: Sequence[Peer]) -> str:
         [c.label, *(fmt_rate(results.median("echo", c.key, p.key)) for p in peers)]
         for c in cells
     ]
+    efficient = [
+        [
+            c.label,
+            fmt_rate(
+                statistics.median(
+                    [
+                        efficiency(s)
+                        for s in results.values("echo", c.key, BASELINE).values()
+                    ]
+                )
+            ),
+            *(
+                fmt_ratio(efficiency_ratios(results, "echo", c.key, p.key))
+                for p in others
+            ),
+        ]
+        for c in cells
+    ]
     cpu_rows = []
     for c in cells:
         row = [c.label]
@@ -781,7 +903,8 @@ def echo_section(results: Results, peers: Sequence[Peer]) -> str:
             if samples:
                 client = statistics.median(s.client_cpu for s in samples)
                 server = statistics.median(s.server_cpu for s in samples)
-                row.append(f"{server:.2f} / {client:.2f}")
+                rest = statistics.median(other_load(s) for s in samples)
+                row.append(f"{server:.2f} / {client:.2f} / {rest:.2f}")
             else:
                 row.append("n/a")
         cpu_rows.append(row)
@@ -794,24 +917,84 @@ def echo_section(results: Results, peers: Sequence[Peer]) -> str:
         "Medians in lines/s:\n",
         table(["cell", *(p.label for p in peers)], absolute),
         "",
-        "CPU during the measuring window, in cores (server / client; medians): "
-        "a server near 1.00 is saturated, and a client well below 1.00 is not "
-        "the bottleneck.\n",
+        "CPU during the measuring window, in cores (medians): server / client "
+        "/ everything else on the machine (other engineers' work; the machine "
+        f"has {results.machine.get('cores', '?')}). `lineblast` reads these from "
+        "`/proc` at the instants its window opens and closes. A server well "
+        "below 1.00 while the other work is high was starved, not idle.\n",
         table(["cell", *(p.label for p in peers)], cpu_rows),
         "",
+        "The same cells per second of the server's own CPU time (lines per "
+        "server CPU-second, ratio to `LineReceiver`'s in the same run): what "
+        "each server costs per line, whatever share of the machine it got. "
+        "It leaves out the kernel's work on the server's behalf that runs in "
+        "the client's system calls on loopback, so it is a second view, not "
+        "the figure the targets name.\n",
+        table(
+            ["cell", "LineReceiver lines/CPU-s", *(p.label for p in others)], efficient
+        ),
+        "",
+        ceiling_verdict(results),
     ]
-    ceiling = results.ratios("echo", CEILING_CELL.key, "protocol")
-    if ceiling:
-        median = statistics.median(ceiling)
-        verdict = "met" if median >= CEILING_TARGET else "NOT met"
-        parts.append(
-            f"**Is the client the bottleneck?** The bare Twisted `Protocol` "
-            f"ceiling at 16 B, {CEILING_CELL.conns} conns, "
-            f"{CEILING_CELL.inflight} in flight is {fmt_ratio(ceiling)} "
-            f"`LineReceiver`; the issue asks for {GEQ} {CEILING_TARGET}{TIMES}: "
-            f"{verdict}.\n"
-        )
     return "\n".join(parts)
+
+
+def ceiling_verdict(results: Results) -> str:
+    """
+    Is the load generator what is measured? The ceiling cell and the probe.
+    """
+    ceiling = results.ratios("echo", CEILING_CELL.key, PROBE_PEER)
+    if not ceiling:
+        return ""
+    median = statistics.median(ceiling)
+    verdict = "met" if median >= CEILING_TARGET else "NOT met"
+    cell = CEILING_CELL.key
+    text = (
+        f"**Is the client the bottleneck?** The bare Twisted `Protocol` "
+        f"ceiling at 16 B, {CEILING_CELL.conns} conns, "
+        f"{CEILING_CELL.inflight} in flight is {fmt_ratio(ceiling)} "
+        f"`LineReceiver` in throughput; the issue asks for {GEQ} "
+        f"{CEILING_TARGET}{TIMES}: {verdict}. Per server CPU-second it is "
+        f"{fmt_ratio(efficiency_ratios(results, 'echo', cell, PROBE_PEER))}."
+    )
+    probe = results.values("probe", PROBE_CELL.key, PROBE_PEER)
+    cell_runs = results.values("echo", cell, PROBE_PEER)
+    headroom = [
+        probe[run].value / cell_runs[run].value
+        for run in sorted(probe)
+        if run in cell_runs and cell_runs[run].value > 0
+    ]
+    if headroom:
+        client = statistics.median(s.client_cpu for s in probe.values())
+        text += (
+            f" Client headroom: with {PROBE_CELL.inflight} lines in flight per "
+            f"connection instead of {CEILING_CELL.inflight}, the same client "
+            f"drives the bare `Protocol` at "
+            f"{fmt_rate(results.median('probe', PROBE_CELL.key, PROBE_PEER))} "
+            f"lines/s, {fmt_ratio(headroom)} its rate in the ceiling cell, "
+            f"using {client:.2f} of a core"
+        )
+        if statistics.median(headroom) >= HEADROOM_TARGET:
+            text += (
+                ": the client can send and check lines several times faster "
+                "than the ceiling cell asks of it, so what limits that cell is "
+                "each connection's round trip (a batch of lines out, the same "
+                "batch back, through two processes that share the cores with "
+                "other work), not the client's rate."
+            )
+        else:
+            text += (
+                f": less than {HEADROOM_TARGET:g}{TIMES}, so the client may be "
+                "part of what limits the ceiling cell."
+            )
+    cpu = list(results.values("echo", cell, PROBE_PEER).values())
+    if cpu:
+        rest = statistics.median(other_load(s) for s in cpu)
+        text += (
+            f" Other work on the machine took a median {rest:.2f} cores during "
+            "that cell's windows."
+        )
+    return text + "\n"
 
 
 def single_table(

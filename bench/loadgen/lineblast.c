@@ -5,12 +5,14 @@
  * loopback only. Three modes:
  *
  *   lineblast echo  -p PORT [-c CONNS] [-k INFLIGHT] [-s SIZE] [-w WARMUP] [-d SECONDS]
+ *                   [-P SERVER_PID]
  *       CONNS connections, each keeping INFLIGHT lines of SIZE payload bytes
  *       plus "\r\n" in flight: every time a whole echoed line is back and
  *       verified, the next line is sent. Lines are counted over SECONDS after
  *       WARMUP seconds.
  *
  *   lineblast churn -p PORT [-c CONCURRENCY] [-s SIZE] [-w WARMUP] [-d SECONDS]
+ *                   [-P SERVER_PID]
  *       CONCURRENCY independent loops of: connect, send one line, read the
  *       echo, close. Counts completed connections per second.
  *
@@ -21,6 +23,14 @@
  *       handler is waiting for the next line), prints "ready TOTAL", then
  *       waits for a line on stdin before the next batch. After the last batch
  *       it waits for end of input on stdin, closes everything and exits.
+ *
+ * With -P PID (echo and churn), the result also gives the CPU time process
+ * PID (the server) used during the measuring window, in cores
+ * (server_cpu=), and how busy the whole machine was over the same window
+ * (machine_cpu=, in cores, from /proc/stat; steal_cpu= is time the
+ * hypervisor gave to other guests), so that the driver can tell a saturated
+ * server from one starved by other work on the machine. They are read at the
+ * exact instants the window opens and closes.
  *
  * Every line carries its sequence number (8 hex digits) followed by filler
  * that depends on the connection, so a byte that is lost, duplicated,
@@ -77,6 +87,7 @@ static double opt_duration = 3.0;
 static double opt_deadline = 900.0;
 static const char *opt_batches = NULL;
 static int opt_window = 256;       /* idle: connections opened before waiting for echoes */
+static int opt_server_pid = 0;     /* -P: whose CPU time to report over the window */
 static size_t line_len;      /* opt_size + 2 */
 static struct sockaddr_in server_addr;
 
@@ -89,7 +100,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: lineblast echo|churn|idle -p PORT [-H ADDR] [-c CONNS] [-k INFLIGHT]\n"
             "                 [-s SIZE] [-w WARMUP] [-d SECONDS] [-b BATCHES] [-W WINDOW]\n"
-            "                 [-T DEADLINE]\n");
+            "                 [-T DEADLINE] [-P SERVER_PID]\n");
     exit(2);
 }
 
@@ -104,6 +115,47 @@ static double cpu_seconds(void) {
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Clock ticks of CPU time (user + system) used so far by process `pid`, or -1. */
+static long long proc_ticks(int pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may contain spaces */
+    if (!p)
+        return -1;
+    /* After ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt
+       majflt cmajflt utime(14) stime(15). */
+    long long utime = 0, stime = 0;
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lld %lld",
+               &utime, &stime) != 2)
+        return -1;
+    return utime + stime;
+}
+
+/* Machine-wide clock ticks from /proc/stat: busy (all but idle and iowait)
+   and steal, summed over all CPUs. Returns 0, or -1 if unreadable. */
+static int machine_ticks(long long *busy, long long *steal) {
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return -1;
+    long long v[10] = {0};
+    int got = fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld %lld %lld %lld", &v[0],
+                     &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]);
+    fclose(f);
+    if (got < 8)
+        return -1;
+    /* user nice system idle iowait irq softirq steal (guest time is already
+       counted in user). */
+    *busy = v[0] + v[1] + v[2] + v[5] + v[6];
+    *steal = v[7];
+    return 0;
 }
 
 static void raise_nofile(void) {
@@ -244,34 +296,56 @@ static long verify(struct conn *c, const char *data, size_t n) {
     return lines;
 }
 
-static void print_result(const char *mode, long counted, double seconds, long total,
-                         double cpu) {
-    printf("mode=%s conns=%d inflight=%d size=%zu count=%ld seconds=%.6f "
-           "per_sec=%.1f total=%ld client_cpu=%.3f\n",
-           mode, opt_conns, opt_inflight, opt_size, counted, seconds,
-           seconds > 0 ? (double)counted / seconds : 0.0, total, cpu);
-    fflush(stdout);
-}
-
 /* The measuring window: warm-up, then a fixed duration. */
 struct window {
     double start, t0, t1;
-    long c0;
-    double cpu0;
+    long c0, c1;
+    double cpu0, cpu1;
+    long long server0, server1;       /* -P process's ticks */
+    long long busy0, busy1, steal0, steal1; /* machine-wide ticks */
     int phase; /* 0 warm-up, 1 measuring, 2 done */
 };
+
+/* Read every clock at one instant: the window's edge. */
+static void window_edge(double *t, double *cpu, long long *server, long long *busy,
+                        long long *steal) {
+    *server = opt_server_pid ? proc_ticks(opt_server_pid) : -1;
+    if (machine_ticks(busy, steal) < 0)
+        *busy = *steal = -1;
+    *cpu = cpu_seconds();
+    *t = now();
+}
 
 static void window_tick(struct window *w, long count) {
     double t = now();
     if (w->phase == 0 && t >= w->start + opt_warmup) {
         w->phase = 1;
-        w->t0 = t;
         w->c0 = count;
-        w->cpu0 = cpu_seconds();
+        window_edge(&w->t0, &w->cpu0, &w->server0, &w->busy0, &w->steal0);
     } else if (w->phase == 1 && t >= w->t0 + opt_duration) {
         w->phase = 2;
-        w->t1 = t;
+        w->c1 = count;
+        window_edge(&w->t1, &w->cpu1, &w->server1, &w->busy1, &w->steal1);
     }
+}
+
+static void print_result(const char *mode, const struct window *w, long total) {
+    double secs = w->t1 - w->t0;
+    long counted = w->c1 - w->c0;
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    printf("mode=%s conns=%d inflight=%d size=%zu count=%ld seconds=%.6f "
+           "per_sec=%.1f total=%ld client_cpu=%.3f",
+           mode, opt_conns, opt_inflight, opt_size, counted, secs,
+           secs > 0 ? (double)counted / secs : 0.0, total,
+           secs > 0 ? (w->cpu1 - w->cpu0) / secs : 0.0);
+    if (secs > 0 && w->server0 >= 0 && w->server1 >= 0)
+        printf(" server_cpu=%.3f", (double)(w->server1 - w->server0) / tick / secs);
+    if (secs > 0 && w->busy0 >= 0 && w->busy1 >= 0)
+        printf(" machine_cpu=%.3f steal_cpu=%.3f",
+               (double)(w->busy1 - w->busy0) / tick / secs,
+               (double)(w->steal1 - w->steal0) / tick / secs);
+    printf("\n");
+    fflush(stdout);
 }
 
 static int run_echo(void) {
@@ -346,9 +420,7 @@ static int run_echo(void) {
         }
         window_tick(&w, count);
     }
-    double cpu = cpu_seconds() - w.cpu0;
-    double secs = w.t1 - w.t0;
-    print_result("echo", count - w.c0, secs, count, secs > 0 ? cpu / secs : 0);
+    print_result("echo", &w, count);
     return 0;
 }
 
@@ -442,9 +514,7 @@ static int run_churn(void) {
         }
         window_tick(&w, count);
     }
-    double cpu = cpu_seconds() - w.cpu0;
-    double secs = w.t1 - w.t0;
-    print_result("churn", count - w.c0, secs, count, secs > 0 ? cpu / secs : 0);
+    print_result("churn", &w, count);
     return 0;
 }
 
@@ -530,7 +600,7 @@ int main(int argc, char **argv) {
     const char *mode = argv[1];
     int opt;
     optind = 2;
-    while ((opt = getopt(argc, argv, "H:p:c:k:s:w:d:b:T:W:")) != -1) {
+    while ((opt = getopt(argc, argv, "H:p:c:k:s:w:d:b:T:W:P:")) != -1) {
         switch (opt) {
         case 'H': opt_host = optarg; break;
         case 'p': opt_port = atoi(optarg); break;
@@ -542,6 +612,7 @@ int main(int argc, char **argv) {
         case 'b': opt_batches = optarg; break;
         case 'T': opt_deadline = atof(optarg); break;
         case 'W': opt_window = atoi(optarg); break;
+        case 'P': opt_server_pid = atoi(optarg); break;
         default: usage();
         }
     }
