@@ -96,6 +96,7 @@ class CertificateSet:
     @ivar self_signed: A server certificate for C{localhost} that signs
         itself.
     @ivar other_ca: An unrelated authority.
+    @ivar other_ca_dir: A directory holding only C{other_ca}'s certificate.
     @ivar other_client: A client certificate (CN C{mallory}) signed by
         C{other_ca}.
     """
@@ -108,6 +109,7 @@ class CertificateSet:
     wrong_name: Issued
     self_signed: Issued
     other_ca: Issued
+    other_ca_dir: Path
     other_client: Issued
 
 
@@ -203,6 +205,9 @@ def make_certificates(directory: Path) -> CertificateSet:
     ca_dir.mkdir()
     shutil.copy(ca.cert_path, ca_dir / "ca.pem")
     other_ca = _issue(directory, "other-ca", "unrelated CA", None, is_ca=True)
+    other_ca_dir = directory / "other-trust"
+    other_ca_dir.mkdir()
+    shutil.copy(other_ca.cert_path, other_ca_dir / "other-ca.pem")
     return CertificateSet(
         directory=directory,
         ca=ca,
@@ -239,6 +244,7 @@ def make_certificates(directory: Path) -> CertificateSet:
             ip_addresses=("127.0.0.1",),
         ),
         other_ca=other_ca,
+        other_ca_dir=other_ca_dir,
         other_client=_issue(
             directory,
             "other-client",
