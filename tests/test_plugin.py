@@ -1,0 +1,412 @@
+"""
+Tests for C{twistd stateproto} as users run it: the real C{twistd} in a
+subprocess, real loopback sockets, real signals.
+
+Each server listens on C{tcp:0} on 127.0.0.1 and the test reads the port
+from the log line the plugin writes when listening. The subprocess gets
+the checkout root as C{PYTHONPATH} (absolute), so it imports the code under
+test and finds the dropin in the checkout's C{twisted/plugins/}; its
+working directory is chosen per test (C{--protocol} resolves from there).
+
+Waits on the subprocess and on sockets have generous deadlines; they are
+safety nets against a hung test, not timing assertions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.certs import certificates
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = Path(sys.executable).parent / "twistd"
+
+#: How long any one wait may take before the test gives up (a safety net).
+DEADLINE = 60.0
+
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(")
+
+
+def _env() -> dict[str, str]:
+    """
+    The subprocess environment: ours, with the checkout root as the whole
+    C{PYTHONPATH}.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+def twistd(
+    *args: str, cwd: Path = ROOT, timeout: float = DEADLINE
+) -> subprocess.CompletedProcess[bytes]:
+    """
+    Run C{twistd args} to completion.
+    """
+    return subprocess.run(
+        [str(TWISTD), *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class Server:
+    """
+    A C{twistd --pidfile= -n stateproto ...} subprocess, its log (its
+    standard output and error, merged) and the port it listens on.
+    """
+
+    def __init__(self, case: SynchronousTestCase, *args: str, cwd: Path = ROOT):
+        self.case = case
+        self.output = bytearray()
+        self.process = subprocess.Popen(
+            [str(TWISTD), "--pidfile=", "-n", "stateproto", *args],
+            cwd=cwd,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        case.addCleanup(self._kill)
+        self.port = int(self.wait_for(LISTENING).group(1))
+
+    def _kill(self) -> None:
+        """
+        Make sure the subprocess is gone when the test ends.
+        """
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+    def wait_for(self, pattern: re.Pattern[bytes]) -> re.Match[bytes]:
+        """
+        Read the log until C{pattern} matches in it.
+
+        @raise AssertionError: If the process ends (or the safety deadline
+            passes) first; the message holds the log.
+        """
+        stdout = self.process.stdout
+        assert stdout is not None
+        end = time.monotonic() + DEADLINE
+        while True:
+            found = pattern.search(self.output)
+            if found is not None:
+                return found
+            remaining = end - time.monotonic()
+            ready, _, _ = select.select([stdout], [], [], max(remaining, 0))
+            chunk = os.read(stdout.fileno(), 65536) if ready else b""
+            if not chunk:
+                self.case.fail(
+                    f"{pattern.pattern!r} never appeared in the log:\n"
+                    + self.output.decode("utf-8", "replace")
+                )
+            self.output += chunk
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
+        """
+        Send C{signum} and wait for the process to exit.
+
+        @return: The exit status and the whole log.
+        """
+        self.process.send_signal(signum)
+        return self.wait()
+
+    def wait(self) -> tuple[int, str]:
+        """
+        Wait for the process to exit.
+
+        @return: The exit status and the whole log.
+        """
+        stdout = self.process.stdout
+        assert stdout is not None
+        rest, _ = self.process.communicate(timeout=DEADLINE)
+        self.output += rest
+        return self.process.returncode, self.output.decode("utf-8", "replace")
+
+    def connect(self) -> socket.socket:
+        """
+        A client socket connected to the server's TCP port.
+        """
+        client = socket.create_connection(("127.0.0.1", self.port), timeout=DEADLINE)
+        self.case.addCleanup(client.close)
+        return client
+
+
+def read_until_eof(client: socket.socket) -> bytes:
+    """
+    Everything the server sends until it closes the connection.
+    """
+    data = b""
+    while True:
+        chunk = client.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def read_line(client: socket.socket) -> bytes:
+    """
+    One line, with its newline, read byte by byte (so nothing after it is
+    consumed).
+    """
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = client.recv(1)
+        if not byte:
+            raise AssertionError(f"connection closed after {line!r}")
+        line += byte
+    return line
+
+
+def handler_directory(case: SynchronousTestCase, source: str) -> Path:
+    """
+    A fresh directory holding C{h1_plugin_handlers.py} with C{source}: not
+    on the subprocess's C{sys.path}, so it resolves only as the current
+    directory.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="txstateproto-plugin-"))
+    case.addCleanup(shutil.rmtree, directory, True)
+    (directory / "h1_plugin_handlers.py").write_text(textwrap.dedent(source))
+    return directory
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    C{twistd} finds the plugin, shows its help and reports bad options.
+    """
+
+    def test_twistd_help_lists_stateproto(self) -> None:
+        """twistd --help lists the stateproto subcommand."""
+        result = twistd("--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, rb"\n\s+stateproto\s+Serve a txstateproto")
+
+    def test_stateproto_help_shows_options(self) -> None:
+        """twistd stateproto --help shows every option."""
+        result = twistd("stateproto", "--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for option in [
+            b"--listen=",
+            b"--protocol=",
+            b"--idle-timeout=",
+            b"--max-connections=",
+            b"--shutdown-timeout=",
+        ]:
+            self.assertIn(option, result.stdout)
+
+    def test_bad_protocol_is_one_line_and_status_2(self) -> None:
+        """A bad --protocol gives one line on stderr naming what was tried,
+        exit status 2, and no traceback."""
+        result = twistd("--pidfile=", "-n", "stateproto", "--protocol", "nope.Nope")
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(result.stdout, b"")
+        self.assertEqual(
+            result.stderr,
+            b"twistd stateproto: error: --protocol 'nope.Nope': not a built-in "
+            b"(echo), and no module named 'nope' (with "
+            + str(ROOT).encode()
+            + b" on sys.path)\n",
+        )
+
+    def test_listen_failure_exits_nonzero(self) -> None:
+        """A port that cannot be bound stops twistd instead of serving
+        nothing."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = twistd(
+                "--pidfile=",
+                "-n",
+                "stateproto",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"Address already in use", result.stdout + result.stderr)
+
+
+class ServingTests(SynchronousTestCase):
+    """
+    A real server, real clients, SIGTERM.
+    """
+
+    def test_sigterm_sends_goodbye_then_exits_as_twistd_does(self) -> None:
+        """On SIGTERM, clients mid-conversation receive the example's BYE
+        before EOF, and twistd exits by re-raising SIGTERM with no
+        traceback logged."""
+        server = Server(
+            self,
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--protocol",
+            "examples.echo_server.EchoServer",
+        )
+        clients = [server.connect() for _ in range(3)]
+        for i, client in enumerate(clients):
+            self.assertEqual(read_line(client), b"HELLO: I echo lines; QUIT to leave\n")
+            client.sendall(b"line %d\r\n" % i)
+            self.assertEqual(read_line(client), b"line %d\n" % i)
+        status, log = server.stop(signal.SIGTERM)
+        for client in clients:
+            self.assertEqual(read_until_eof(client), b"BYE: server shutting down\n")
+        self.assertEqual(status, -signal.SIGTERM)
+        self.assertNotIn("Traceback", log)
+        self.assertIn("cancelling 3 live conversations", log)
+        self.assertIn(
+            "stopped: 3 connections served, 0 refused by max_connections, "
+            "0 aborted at shutdown_timeout",
+            log,
+        )
+
+    def test_sigint_also_shuts_down_gracefully(self) -> None:
+        """SIGINT (Ctrl-C) takes the same path as SIGTERM."""
+        server = Server(
+            self,
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--protocol",
+            "examples.echo_server.EchoServer",
+        )
+        client = server.connect()
+        read_line(client)
+        status, log = server.stop(signal.SIGINT)
+        self.assertEqual(read_until_eof(client), b"BYE: server shutting down\n")
+        self.assertEqual(status, -signal.SIGINT)
+        self.assertNotIn("Traceback", log)
+
+    def test_protocol_from_cwd_and_abort_at_shutdown_timeout(self) -> None:
+        """A handler module in the current directory is served, and one that
+        will not end is aborted at --shutdown-timeout, counted in the log."""
+        directory = handler_directory(
+            self,
+            """
+            from twisted.internet.defer import CancelledError, Deferred
+            from txstateproto import StateProtocol
+
+            class Stuck(StateProtocol):
+                delimiter = b"\\n"
+
+                def start(self):
+                    line = yield self.read_line()
+                    self.write_line(b"got " + line)
+                    try:
+                        yield Deferred()
+                    except CancelledError:
+                        yield Deferred()  # never ends on its own
+            """,
+        )
+        server = Server(
+            self,
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--protocol",
+            "h1_plugin_handlers.Stuck",
+            "--shutdown-timeout",
+            "0.2",
+            cwd=directory,
+        )
+        client = server.connect()
+        client.sendall(b"x\n")
+        self.assertEqual(read_line(client), b"got x\n")
+        status, log = server.stop(signal.SIGTERM)
+        try:
+            rest = read_until_eof(client)
+        except ConnectionResetError:
+            rest = b""
+        self.assertEqual(rest, b"")
+        self.assertEqual(status, -signal.SIGTERM)
+        self.assertIn("aborting 1 connections still open after shutdown_timeout", log)
+        self.assertIn("1 aborted at shutdown_timeout", log)
+        self.assertNotIn("Traceback", log)
+
+    def test_max_connections_refuses_and_counts(self) -> None:
+        """Beyond --max-connections a client gets EOF at once; the refusal is
+        logged with its count."""
+        server = Server(
+            self, "--listen", "tcp:0:interface=127.0.0.1", "--max-connections", "1"
+        )
+        served = server.connect()
+        served.sendall(b"first\n")
+        self.assertEqual(read_line(served), b"first\n")
+        refused = server.connect()
+        self.assertEqual(read_until_eof(refused), b"")
+        server.wait_for(re.compile(rb"max_connections=1 reached \(1 refused so far\)"))
+        served.sendall(b"still here\n")
+        self.assertEqual(read_line(served), b"still here\n")
+        status, log = server.stop()
+        self.assertEqual(status, -signal.SIGTERM)
+        self.assertIn("1 connections served, 1 refused by max_connections", log)
+
+    def test_every_listen_is_served_tcp_unix_and_ssl(self) -> None:
+        """Repeated --listen serves TCP, UNIX and ssl: endpoints at once,
+        each logged with its bound address."""
+        server_cert = certificates().server
+        socket_dir = Path(tempfile.mkdtemp(prefix="txstateproto-sock-"))
+        self.addCleanup(shutil.rmtree, socket_dir, True)
+        path = socket_dir / "echo.sock"
+        server = Server(
+            self,
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--listen",
+            f"unix:{path}",
+            "--listen",
+            f"ssl:0:interface=127.0.0.1:privateKey={server_cert.combined_path}",
+        )
+        ssl_port = int(
+            server.wait_for(
+                re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(ssl:")
+            ).group(1)
+        )
+        server.wait_for(re.compile(re.escape(f"listening on {path} (unix:".encode())))
+
+        tcp = server.connect()
+        tcp.sendall(b"over tcp\n")
+        self.assertEqual(read_line(tcp), b"over tcp\n")
+
+        unix = socket.socket(socket.AF_UNIX)
+        self.addCleanup(unix.close)
+        unix.settimeout(DEADLINE)
+        unix.connect(str(path))
+        unix.sendall(b"over unix\n")
+        self.assertEqual(read_line(unix), b"over unix\n")
+
+        context = ssl.create_default_context(cafile=str(certificates().ca.cert_path))
+        raw = socket.create_connection(("127.0.0.1", ssl_port), timeout=DEADLINE)
+        tls = context.wrap_socket(raw, server_hostname="localhost")
+        self.addCleanup(tls.close)
+        tls.sendall(b"over tls\n")
+        self.assertEqual(read_line(tls), b"over tls\n")
+
+        server.process.send_signal(signal.SIGTERM)
+        for client in [tcp, unix, tls]:
+            self.assertEqual(read_until_eof(client), b"")
+            # A TLS close waits for the client's close_notify or its close:
+            # close each client as a well-behaved one does on EOF.
+            client.close()
+        status, log = server.wait()
+        self.assertEqual(status, -signal.SIGTERM)
+        self.assertIn(
+            "3 connections served, 0 refused by max_connections, 0 aborted", log
+        )
+        self.assertNotIn("Traceback", log)
