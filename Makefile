@@ -29,8 +29,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## bench: every benchmark of issue 9 (about 45 minutes, 20 of them tail calls);
+## writes docs/benchmarks.md and docs/benchmarks.png. Needs cc; strace optional.
+## BENCH_ARGS=--quick for a one-minute smoke test into bench/results/quick/.
 bench: $(STAMP)
-	$(BIN)/python bench/tailcall.py
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -197,6 +198,25 @@ def progress(message: str) -> None:
 
 
 # -- the load generator --------------------------------------------------------
+
+
+def preflight(peers: Sequence[Peer], chart_needed: bool) -> None:
+    """
+    Fail before measuring anything if a peer or the chart cannot be made.
+
+    @param peers: The peers to be measured (the uvloop one needs uvloop).
+    @param chart_needed: Whether a missing matplotlib is an error (the full
+        run, whose chart the README shows) or only a note (C{--quick}).
+    @raise BenchError: If a needed package is missing.
+    """
+    hint = "install the bench extra: make bench, or .venv/bin/pip install -e '.[bench]'"
+    if (
+        any(p.key == "uvloop" for p in peers)
+        and importlib.util.find_spec("uvloop") is None
+    ):
+        raise BenchError(f"uvloop is not installed ({hint})")
+    if chart_needed and importlib.util.find_spec("matplotlib") is None:
+        raise BenchError(f"matplotlib is not installed, so no chart ({hint})")
 
 
 def build_loadgen() -> Path:
@@ -1520,6 +1540,7 @@ def main(argv: Sequence[str]) -> int:
         results = Results(machine=machine_facts(), settings=asdict(settings))
         started = time.monotonic()
         try:
+            preflight(peers, chart_needed=not settings.quick)
             build_loadgen()
             if sections & {"echo", "churn"}:
                 if "echo" not in sections:
