@@ -64,6 +64,10 @@ TAILCALL = BENCH / "tailcall.py"
 TAILCALL_REPORT = RESULTS / "tailcall.md"
 #: bench/tailcall.py takes about 20 minutes on 2 shared cores; stop it after 2 h.
 TAILCALL_TIMEOUT = 7200
+#: Scenario 2 is measured by bench/frames.py, run as a subprocess if present.
+FRAMES = BENCH / "frames.py"
+FRAMES_JSON = RESULTS / "frames.json"
+FRAMES_TIMEOUT = 3600
 
 #: The peer every ratio is relative to.
 BASELINE = "linereceiver"
@@ -417,6 +421,8 @@ class Results:
     samples: list[Sample] = field(default_factory=list)
     strace: list[dict[str, Any]] = field(default_factory=list)
     tailcall: str = ""
+    frames: Any = None
+    frames_table: str = ""
     notes: list[str] = field(default_factory=list)
 
     def values(self, scenario: str, cell: str, peer: str) -> dict[int, Sample]:
@@ -723,6 +729,45 @@ def run_strace(results: Results, settings: Settings) -> None:
             results.strace.append(entry)
 
 
+def run_frames(results: Results, settings: Settings) -> None:
+    """
+    Scenario 2: run C{bench/frames.py} and keep what its C{--json} says.
+
+    @raise BenchError: If it fails or writes no JSON.
+    """
+    if not FRAMES.exists():
+        results.notes.append(
+            "Scenario 2 was not measured: `bench/frames.py` is not in this checkout."
+        )
+        progress("bench/frames.py not found: skipping scenario 2")
+        return
+    RESULTS.mkdir(exist_ok=True)
+    FRAMES_JSON.unlink(missing_ok=True)
+    command = [sys.executable, str(FRAMES), "--json", str(FRAMES_JSON)]
+    if settings.quick:
+        command.append("--quick")
+    progress("scenario 2: " + " ".join(command))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    try:
+        done = subprocess.run(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=FRAMES_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"bench/frames.py took over {FRAMES_TIMEOUT} s") from e
+    if done.returncode != 0:
+        raise BenchError(f"bench/frames.py exited {done.returncode}")
+    if not FRAMES_JSON.exists():
+        raise BenchError(f"bench/frames.py wrote no {FRAMES_JSON}")
+    results.frames = json.loads(FRAMES_JSON.read_text(encoding="utf-8"))
+    results.frames_table = done.stdout
+
+
 def run_tailcall(results: Results, settings: Settings, mode: str) -> None:
     """
     Scenario 4: run C{bench/tailcall.py} (or reuse its last report).
@@ -1017,6 +1062,19 @@ def ceiling_verdict(results: Results) -> str:
     return text + "\n"
 
 
+def frames_section(results: Results) -> str:
+    """
+    Scenario 2, from C{bench/frames.py}'s JSON (its printed table as given).
+    """
+    if results.frames is None:
+        return "_Not measured in this run._\n"
+    text = results.frames_table.strip()
+    return (
+        "Measured by `bench/frames.py` (run by `bench/run.py`; raw figures in "
+        "`bench/results/frames.json`).\n\n" + (text or "_It printed no table._") + "\n"
+    )
+
+
 def single_table(
     results: Results,
     scenario: str,
@@ -1293,7 +1351,7 @@ def render(results: Results, peers: Sequence[Peer]) -> str:
         echo_section(results, peers),
         "## Scenario 2: length-prefixed frames",
         "",
-        "_Not in this harness yet._",
+        frames_section(results),
         "",
         "## Scenario 3: memory per idle connection",
         "",
@@ -1447,7 +1505,7 @@ def summary(results: Results, peers: Sequence[Peer]) -> str:
 
 # -- main ----------------------------------------------------------------------
 
-SECTIONS = ("echo", "churn", "memory", "strace", "tailcall")
+SECTIONS = ("echo", "churn", "frames", "memory", "strace", "tailcall")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -1550,6 +1608,8 @@ def main(argv: Sequence[str]) -> int:
                 run_memory(results, settings, peers)
             if "strace" in sections:
                 run_strace(results, settings)
+            if "frames" in sections:
+                run_frames(results, settings)
             if "tailcall" in sections and options.tailcall != "skip":
                 run_tailcall(results, settings, options.tailcall)
         except BenchError as e:
