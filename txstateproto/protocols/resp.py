@@ -27,14 +27,20 @@ accepts and rejects the rest with the same words:
     only C{\\'}; a closing quote must be followed by a blank or the end,
     else C{Protocol error: unbalanced quotes in request}. A line that
     splits into nothing (empty, or blanks only) is skipped.
-  - A line, multibulk header or bulk header longer than 64 KiB without its
-    end: C{Protocol error: too big inline request}, C{too big mbulk count
-    string} or C{too big bulk count string}.
+  - A multibulk header (C{*<count>}) or bulk header (C{$<length>}) ends
+    at its C{\\r}, and Redis skips the byte after it without looking (it
+    assumes C{\\n}): C{*1\\rX$4\\rYPING\\r\\n} is C{PING}. A header is
+    judged once that byte has arrived.
+  - A line, multibulk header or bulk header without its end once more than
+    64 KiB have arrived from its first byte: C{Protocol error: too big
+    inline request}, C{too big mbulk count string} or C{too big bulk count
+    string}. (Redis also accepts a longer one whose end came in the same
+    read; we refuse it whatever the chunking, so the limit is exact.)
   - The multibulk count and bulk lengths are parsed as C{string2ll} does
     (optional C{-}, no C{+}, no blanks, no leading zeros, within a signed
     64-bit integer). A bad count, or one over 2**31-1: C{Protocol error:
     invalid multibulk length}; a count of zero or less (C{*0}, C{*-1}) is
-    skipped. A header line must end with C{\\r\\n}.
+    skipped.
   - Each element must start with C{$}, else C{Protocol error: expected '$',
     got 'C'} (C{C} being that byte; CR and LF are shown as a space, as
     Redis sanitises error replies). A bad length, a negative one (C{$-1} is
@@ -57,11 +63,16 @@ Speed
 
 A pipelining client sends many commands per TCP segment, so the usual case
 is a command that is wholly buffered. L{read_command} then runs its parser
-synchronously: each read (one per header line, one per payload) comes back
-already fired, and its result is taken without a callback, a chain or a
-L{Coroutine}. Only when a read has to wait does the rest of the parse move
-into a Coroutine, which makes the whole read cancel-safe. See the module's
-benchmark notes in C{bench/README.md} for what this costs per command.
+synchronously: each read (the first byte, one per header, one per payload)
+comes back already fired, and its result is taken without a callback, a
+chain or a L{Coroutine}. Only when a read has to wait does the rest of the
+parse move into a Coroutine, which makes the whole read cancel-safe.
+
+The first byte is a read of its own because it decides where the line ends
+(CR for a multibulk header, LF for an inline line), and L{StateProtocol}
+offers no way to look at a byte without consuming it. The byte Redis skips
+after each header's CR is read together with the next header or payload,
+so it costs nothing.
 """
 
 from __future__ import annotations
@@ -322,33 +333,43 @@ def _parse_command(
     @raise RESPProtocolError: On input Redis rejects.
     """
     while True:
-        try:
-            line = yield proto.read_until(b"\n", _INLINE_MAX)
-        except LineTooLongError:
-            # The limit applies to what the first byte makes this line.
-            first = yield proto.read_exactly(1)
-            if first == b"*":
-                raise _protocol_error("too big mbulk count string") from None
-            raise _protocol_error("too big inline request") from None
-        if line[:1] != b"*":
-            args = yield from _inline(proto, line)
+        # The first byte decides the form, and with it where the line ends:
+        # a multibulk header at CR, an inline line at LF.
+        first = yield proto.read_exactly(1)
+        if first != b"*":
+            args = yield from _inline(proto, first)
             if args:
                 return args
             continue
-        count = _string2ll(line[1:-1]) if line[-1:] == b"\r" else None
+        try:
+            # 64 KiB from the '*' on, as Redis counts.
+            header = yield proto.read_until(b"\r", _INLINE_MAX - 1)
+        except LineTooLongError:
+            raise _protocol_error("too big mbulk count string") from None
+        if b"\0" in header:
+            # Redis finds the CR with strchr(), which stops at the NUL.
+            yield from _wait_out(proto, len(header) + 2, "too big mbulk count string")
+        count = _string2ll(header)
+        if count is not None and 0 < count <= _MAX_MULTIBULK:
+            return (yield from _multibulk(proto, count, max_bulk_length))
+        # Redis judges a header once the byte after its CR is in, and skips
+        # that byte unchecked.
+        yield proto.read_exactly(1)
         if count is None or count > _MAX_MULTIBULK:
-            yield from _blind_if_nul(proto, line, "too big mbulk count string")
             raise _protocol_error("invalid multibulk length")
-        if count <= 0:
-            continue
-        return (yield from _multibulk(proto, count, max_bulk_length))
 
 
 def _multibulk(
     proto: StateProtocol, count: int, max_bulk_length: int
 ) -> Generator[Deferred[Any], Any, list[bytes]]:
     """
-    Read the C{count} bulk strings of a multibulk command.
+    Read the C{count} bulk strings of a multibulk command whose header has
+    been read up to its CR.
+
+    Each header ends at its CR, and Redis skips the byte after the CR without
+    looking at it. That byte is read together with the next header (after
+    the count) or with the payload (after a bulk length), so that skipping
+    it costs no read of its own.
 
     @param proto: The protocol to read from.
     @param count: How many, at least 1 (validated, not preallocated).
@@ -359,38 +380,54 @@ def _multibulk(
     args: list[bytes] = []
     append = args.append
     frame_max = proto.max_frame_size
-    for _ in range(count):
-        try:
-            header = yield proto.read_until(b"\n", _INLINE_MAX)
-        except LineTooLongError:
-            raise _protocol_error("too big bulk count string") from None
-        digits = header[1:-1]
-        # The hot path: "$<digits>\r". A length of digits only is never
+    try:
+        # The byte after the count's CR, then the first bulk header.
+        header = yield proto.read_until(b"\r", _INLINE_MAX + 1)
+        if header:
+            header = header[1:]
+        else:
+            # The skipped byte was itself a CR.
+            header = yield proto.read_until(b"\r", _INLINE_MAX)
+    except LineTooLongError:
+        raise _protocol_error("too big bulk count string") from None
+    while True:
+        digits = header[1:]
+        # The hot path: "$<digits>". A length of digits only is never
         # negative; one with a leading zero is refused as string2ll does, and
         # one of 20 digits or more is out of its range.
         if (
             header[:1] == b"$"
-            and header[-1:] == b"\r"
             and digits.isdigit()
             and (digits[0] != 0x30 or len(digits) == 1)
             and len(digits) < 20
         ):
             length = int(digits)
             if length <= max_bulk_length:
-                if length < _SPLIT and length + 2 <= frame_max:
-                    data = yield proto.read_exactly(length + 2)
-                    append(data[:length])
+                if length + 3 <= frame_max and length < _SPLIT:
+                    # The skipped byte, the payload and the two bytes after.
+                    data = yield proto.read_exactly(length + 3)
+                    append(data[1 : length + 1])
                 else:
+                    yield proto.read_exactly(1)
                     append((yield from _read_large(proto, length, frame_max)))
+                count -= 1
+                if not count:
+                    return args
+                try:
+                    header = yield proto.read_until(b"\r", _INLINE_MAX)
+                except LineTooLongError:
+                    raise _protocol_error("too big bulk count string") from None
                 continue
-        yield from _blind_if_nul(proto, header, "too big bulk count string")
+        if b"\0" in header:
+            # Redis finds the CR with strchr(), which stops at the NUL.
+            yield from _wait_out(proto, len(header) + 1, "too big bulk count string")
+        yield proto.read_exactly(1)
         if header[:1] != b"$":
-            got = chr(header[0]) if header else "\n"
-            if got in "\r\n":
+            got = chr(header[0]) if header else " "
+            if got == "\n":
                 got = " "
             raise _protocol_error(f"expected '$', got '{got}'")
         raise _protocol_error("invalid bulk length")
-    return args
 
 
 def _read_large(
@@ -420,31 +457,6 @@ def _read_large(
     return data
 
 
-def _blind_if_nul(
-    proto: StateProtocol, line: bytes, what: str
-) -> Generator[Deferred[Any], Any, None]:
-    """
-    Do what Redis does when a NUL byte hides the end of a header line.
-
-    Redis finds a header's end with C{strchr(..., '\\r')}, which stops at a
-    NUL byte: if one comes before the first CR, Redis never sees the end of
-    the line and fails with C{Protocol error: <what>} only once more than 64
-    KiB have arrived from the line's start. Anything else returns at once.
-
-    @param proto: The protocol to read from.
-    @param line: The header line as read, without its LF.
-    @param what: The "too big" message for this position.
-    @raise RESPProtocolError: If the line hides its end.
-    """
-    nul = line.find(b"\0")
-    if nul < 0:
-        return
-    cr = line.find(b"\r")
-    if 0 <= cr < nul:
-        return
-    yield from _wait_out(proto, len(line) + 1, what)
-
-
 def _wait_out(
     proto: StateProtocol, seen: int, what: str
 ) -> Generator[Deferred[Any], Any, None]:
@@ -464,16 +476,25 @@ def _wait_out(
 
 
 def _inline(
-    proto: StateProtocol, line: bytes
+    proto: StateProtocol, first: bytes
 ) -> Generator[Deferred[Any], Any, list[bytes]]:
     """
-    Split an inline command line as Redis does.
+    Read the rest of an inline command line and split it as Redis does.
 
-    @param proto: The protocol (read from only if the line holds a NUL).
-    @param line: The line without its LF.
+    @param proto: The protocol to read from.
+    @param first: The line's first byte, already read (not C{*}).
     @return: The arguments, possibly none (an empty line is skipped).
-    @raise RESPProtocolError: For unbalanced quotes, or (eventually) a NUL.
+    @raise RESPProtocolError: For a line over 64 KiB, unbalanced quotes, or
+        (eventually) a NUL.
     """
+    if first == b"\n":
+        return []
+    try:
+        # 64 KiB from the line's first byte on, as Redis counts.
+        rest: bytes = yield proto.read_until(b"\n", _INLINE_MAX - 1)
+    except LineTooLongError:
+        raise _protocol_error("too big inline request") from None
+    line = first + rest
     if b"\0" in line:
         # Redis finds the LF with strchr(), which stops at the NUL.
         yield from _wait_out(proto, len(line) + 1, "too big inline request")
@@ -614,7 +635,8 @@ class ErrorReply:
     The message starts with the error code, as Redis's do:
     C{ErrorReply("ERR unknown command 'FOO'")}, C{ErrorReply("WRONGTYPE
     Operation against a key holding the wrong kind of value")}. CR and LF in
-    it are sent as spaces, as Redis sanitises its error replies.
+    it are treated as Redis's C{addReplyErrorFormat} treats them: trimmed
+    from both ends, and sent as spaces inside.
 
     @ivar message: The code and text (a C{str} is encoded as UTF-8).
     """
@@ -651,8 +673,9 @@ def encode_reply(value: object, protocol: int = 2) -> bytes:
       - C{int}: integer C{:}; outside the signed 64-bit range, big number
         C{(} (RESP2: a bulk string of its digits).
       - C{bool}: boolean C{#t}/C{#f} (RESP2: integer C{:1}/C{:0}).
-      - C{float}: double C{,} with the shortest text that reads back as the
-        same value, C{inf}, C{-inf} or C{nan} (RESP2: a bulk string of that
+      - C{float}: double C{,} formatted as Redis 7.0 formats it, with
+        C{printf("%.17g")} (C{0.1} is C{0.10000000000000001}, C{3.0} is
+        C{3}), or C{inf}, C{-inf}, C{nan} (RESP2: a bulk string of that
         text).
       - C{None}: null C{_} (RESP2: null bulk string C{$-1}).
       - L{NULL_ARRAY}: null C{_} (RESP2: null array C{*-1}).
@@ -725,8 +748,10 @@ def _encode_into(value: object, parts: list[bytes], resp3: bool) -> None:
             raise ValueError(f"a simple string cannot hold CR or LF: {text!r}")
         append(b"+%s\r\n" % text)
     elif isinstance(value, ErrorReply):
-        text = _utf8(value.message).replace(b"\r", b" ").replace(b"\n", b" ")
-        append(b"-%s\r\n" % text)
+        # As Redis's addReplyErrorFormat: CR and LF trimmed from both ends,
+        # then spaces for those left inside.
+        text = _utf8(value.message).strip(b"\r\n")
+        append(b"-%s\r\n" % text.replace(b"\r", b" ").replace(b"\n", b" "))
     elif isinstance(value, float):
         append(_double(value, resp3))
     elif isinstance(value, Mapping):
@@ -764,6 +789,12 @@ def _double(value: float, resp3: bool) -> bytes:
     Encode a float as a RESP3 double, or as the RESP2 bulk string Redis
     sends instead.
 
+    Redis 7.0 formats doubles with C{printf("%.17g")} (C{0.1} is
+    C{0.10000000000000001}, C{3.0} is C{3}), and infinities as C{inf} and
+    C{-inf}; Python's C{%} formatting gives the same text for every finite
+    double. A NaN is C{nan}, or C{-nan} if its sign bit is set, as glibc
+    prints it.
+
     @param value: The number.
     @param resp3: Whether to use the RESP3 double type.
     @return: The encoded reply.
@@ -771,10 +802,9 @@ def _double(value: float, resp3: bool) -> bytes:
     if math.isinf(value):
         text = b"inf" if value > 0 else b"-inf"
     elif math.isnan(value):
-        text = b"nan"
+        text = b"-nan" if math.copysign(1.0, value) < 0 else b"nan"
     else:
-        # repr() is the shortest text that reads back as the same double.
-        text = repr(value).encode("ascii")
+        text = b"%.17g" % value
     if resp3:
         return b",%s\r\n" % text
     return b"$%d\r\n%s\r\n" % (len(text), text)
