@@ -194,6 +194,21 @@ class ReadNetstringTests(SynchronousTestCase):
         self.assertEqual(error.length, 2**32)
         self.assertLess(peak, 256 * 1024)
 
+    def test_huge_length_with_default_limit_allocates_nothing(self) -> None:
+        """With the default limits, a 4 GB length fails at once, allocating
+        nothing for the payload."""
+        h = ProtocolHarness(idle())
+        tracemalloc.start()
+        try:
+            d = read_netstring(h.protocol)
+            h.feed(b"4294967296:" + b"x" * 100000)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        error = self.failureResultOf(d, FrameTooLongError).value
+        self.assertEqual((error.length, error.limit_name), (2**32, "max_frame_size"))
+        self.assertLess(peak, 512 * 1024)
+
     def test_endless_digits(self) -> None:
         """Digits without a colon fail after 20 of them, not at end of input."""
         h = ProtocolHarness(idle())

@@ -157,6 +157,25 @@ class ReadFrameTests(SynchronousTestCase):
         # The body was not read: what followed the prefix is still there.
         self.assertEqual(self.successResultOf(h.protocol.read_exactly(4)), b"next")
 
+    def test_huge_prefix_with_default_limit_allocates_nothing(self) -> None:
+        """With the default limits, a 4 GB prefix fails at once, allocating
+        nothing for the body."""
+        h = ProtocolHarness(idle())
+        tracemalloc.start()
+        try:
+            d = read_frame(h.protocol)
+            h.feed(b"\xff\xff\xff\xff" + b"x" * 100000)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        error = self.failureResultOf(d, FrameTooLongError).value
+        self.assertEqual(
+            (error.length, error.limit, error.limit_name),
+            (2**32 - 1, 16 * 1024 * 1024, "max_frame_size"),
+        )
+        # What arrived is buffered once (100 kB), nothing more.
+        self.assertLess(peak, 512 * 1024)
+
     def test_bad_prefix_bits(self) -> None:
         """A prefix width other than 8, 16 or 32 is refused at once."""
         h = ProtocolHarness(idle())

@@ -6,6 +6,7 @@ written with a L{struct} format.
 from __future__ import annotations
 
 import struct
+import tracemalloc
 from itertools import pairwise
 
 from hypothesis import given, settings
@@ -78,6 +79,28 @@ class ReadStructTests(SynchronousTestCase):
         p.max_frame_size = 4
         ProtocolHarness(p)
         self.failureResultOf(read_struct(p, "!Q"), FrameTooLongError)
+
+    def test_huge_record_allocates_nothing(self) -> None:
+        """A 4 GB record fails at once, allocating nothing for it."""
+        h = ProtocolHarness(idle())
+        tracemalloc.start()
+        try:
+            d = read_struct(h.protocol, "!4294967296s")
+            h.feed(b"x" * 100000)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        error = self.failureResultOf(d, FrameTooLongError).value
+        self.assertEqual(error.length, 2**32)
+        self.assertLess(peak, 512 * 1024)
+
+    def test_length_field_then_body(self) -> None:
+        """A struct length field checked by the handler guards a 4 GB body."""
+        h = ProtocolHarness(idle())
+        h.feed(b"\xff\xff\xff\xff" + b"x" * 10)
+        (length,) = self.successResultOf(read_struct(h.protocol, "!I"))
+        self.failureResultOf(h.protocol.read_exactly(length), FrameTooLongError)
+        self.assertEqual(self.successResultOf(h.protocol.read_exactly(10)), b"x" * 10)
 
     def test_cancel(self) -> None:
         """Cancelling consumes nothing."""
