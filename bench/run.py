@@ -76,6 +76,7 @@ BASELINE = "linereceiver"
 TIMES = "\u00d7"
 DASH = "\u2013"
 GEQ = "\u2265"
+LEQ = "\u2264"
 
 
 @dataclass(frozen=True)
@@ -1207,13 +1208,7 @@ def paired_ratios(results: Results, cell: str, peer: str, other: str) -> list[fl
     """
     Per run, C{peer}'s echo rate divided by C{other}'s in the same run.
     """
-    mine = results.values("echo", cell, peer)
-    theirs = results.values("echo", cell, other)
-    return [
-        mine[run].value / theirs[run].value
-        for run in sorted(mine)
-        if run in theirs and theirs[run].value > 0
-    ]
+    return pair_ratios(results, "echo", cell, peer, other)
 
 
 def eager_findings(results: Results) -> str:
@@ -1278,6 +1273,106 @@ def eager_findings(results: Results) -> str:
             f"{fmt_ratio(asyncio_)}, uvloop {fmt_ratio(uvloop_)})."
         )
     return "\n".join(bullets) + "\n" if bullets else ""
+
+
+def verdict(ratios: Sequence[float], target: float, higher: bool) -> str:
+    """
+    Whether a median ratio meets a target, and by how much it misses.
+    """
+    if not ratios:
+        return "not measured"
+    median = statistics.median(ratios)
+    if (median >= target) if higher else (median <= target):
+        return "met"
+    if higher:
+        return (
+            f"**missed**: {median / target:.2f} of the target "
+            f"({target / median:.2f}{TIMES} faster needed)"
+        )
+    return f"**missed**: {median / target:.2f}{TIMES} the target"
+
+
+def aim(ratios: Sequence[float], target: float, higher: bool) -> str:
+    """
+    What to add to a met target's status about the issue's aim beyond it.
+    """
+    median = statistics.median(ratios)
+    if (median >= target) if higher else (median <= target):
+        return f"; aim {target:g}{TIMES} met too"
+    return f"; aim {target:g}{TIMES} not yet"
+
+
+def pair_ratios(
+    results: Results, scenario: str, cell: str, peer: str, other: str
+) -> list[float]:
+    """
+    Per run, C{peer}'s value over C{other}'s in the same run.
+    """
+    mine = results.values(scenario, cell, peer)
+    theirs = results.values(scenario, cell, other)
+    return [
+        mine[run].value / theirs[run].value
+        for run in sorted(mine)
+        if run in theirs and theirs[run].value > 0
+    ]
+
+
+def targets_section(results: Results) -> str:
+    """
+    Issue 9's targets against this run's medians, one row per target and cell.
+    """
+    rows = []
+    for cell in ECHO_CELLS:
+        ratios = results.ratios("echo", cell.key, "stateproto")
+        if cell.inflight > 1:
+            goal = f"{GEQ} 1.0{TIMES} `LineReceiver` (aim 1.2{TIMES})"
+            status = verdict(ratios, 1.0, higher=True)
+            if status == "met":
+                status += aim(ratios, 1.2, higher=True)
+        else:
+            goal = f"{GEQ} 0.95{TIMES} `LineReceiver` (aim {GEQ} asyncio streams)"
+            status = verdict(ratios, 0.95, higher=True)
+            vs_asyncio = pair_ratios(results, "echo", cell.key, "stateproto", "asyncio")
+            if vs_asyncio:
+                status += f"; {fmt_ratio(vs_asyncio)} asyncio streams"
+        rows.append([f"StateProtocol, {cell.label}", goal, fmt_ratio(ratios), status])
+    memory = results.ratios("memory", "idle", "stateproto")
+    status = verdict(memory, 1.5, higher=False)
+    if status == "met":
+        status += aim(memory, 1.25, higher=False)
+    rows.append(
+        [
+            "StateProtocol, idle connection memory",
+            f"{LEQ} 1.5{TIMES} `LineReceiver` (aim {LEQ} 1.25{TIMES})",
+            fmt_ratio(memory),
+            status,
+        ]
+    )
+    vs_asyncio = pair_ratios(results, "memory", "idle", "stateproto", "asyncio")
+    rows.append(
+        [
+            "StateProtocol, idle connection memory",
+            f"{LEQ} 0.5{TIMES} asyncio streams",
+            fmt_ratio(vs_asyncio),
+            verdict(vs_asyncio, 0.5, higher=False),
+        ]
+    )
+    ceiling = results.ratios("echo", CEILING_CELL.key, PROBE_PEER)
+    rows.append(
+        [
+            f"bare `Protocol` (the client check), {CEILING_CELL.label}",
+            f"{GEQ} {CEILING_TARGET}{TIMES} `LineReceiver`",
+            fmt_ratio(ceiling),
+            verdict(ceiling, CEILING_TARGET, higher=True),
+        ]
+    )
+    return (
+        "Issue 9's targets against this run (medians of the per-run ratios, "
+        f"min{DASH}max). The Int32 frame targets are in scenario 2 and the tail "
+        "call ones in scenario 4.\n\n"
+        + table(["what", "target", "measured", "status"], rows)
+        + "\n"
+    )
 
 
 def render(results: Results, peers: Sequence[Peer]) -> str:
@@ -1346,6 +1441,9 @@ def render(results: Results, peers: Sequence[Peer]) -> str:
         "default socket options (asyncio and uvloop set `TCP_NODELAY`, "
         "Twisted does not); the client sets `TCP_NODELAY`.",
         "",
+        "## Targets",
+        "",
+        targets_section(results),
         "## Scenario 1: line echo",
         "",
         echo_section(results, peers),
