@@ -851,12 +851,13 @@ class _Connecting(Generic[_P]):
     handed to the caller.
     """
 
-    __slots__ = ("_attempt", "_gate", "_protocol", "result")
+    __slots__ = ("_attempt", "_cancelled", "_gate", "_protocol", "result")
 
     def __init__(self, protocol: _P) -> None:
         self._protocol = protocol
         self._gate = _HandshakeGate(protocol, None, self._opened, self._refused)
         self._attempt: Deferred[IProtocol] | None = None
+        self._cancelled = False
         self.result: Deferred[_P] = Deferred(self._cancel)
 
     def start(self, endpoint: IStreamClientEndpoint) -> Deferred[_P]:
@@ -873,17 +874,29 @@ class _Connecting(Generic[_P]):
             self.result.callback(self._protocol)
 
     def _refused(self, reason: Failure) -> None:
-        if not self.result.called:
+        if not self.result.called and not self._cancelled:
             peer = self._gate._peer
             self.result.errback(TLSHandshakeError(str(peer), _reason_of(reason)))
 
     def _not_connected(self, failure: Failure) -> None:
-        if not self.result.called:
+        if not self.result.called and not self._cancelled:
             self.result.errback(failure)
 
     def _cancel(self, _: Deferred[_P]) -> None:
+        """
+        The canceller: abort the connection if it was made (the handshake is
+        in progress), else cancel the attempt. The caller sees
+        L{CancelledError}, not the attempt's own cancel error or the abort.
+        """
+        self._cancelled = True
+        transport = self._gate.transport
+        if transport is not None:
+            _abort_transport(transport)
+            return
+        # Not connected yet. The attempt's Deferred may already count as
+        # called while it waits on another (HostnameEndpoint's race between
+        # addresses), so cancel it either way: Deferred.cancel passes the
+        # cancel on to the Deferred it waits on.
         attempt = self._attempt
-        if attempt is not None and not attempt.called:
+        if attempt is not None:
             attempt.cancel()
-        elif self._gate.transport is not None:
-            _abort_transport(self._gate.transport)
