@@ -15,13 +15,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     serverFromString,
     wrapClientTLS,
 )
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -192,17 +193,18 @@ class StartTLSTests(LoopbackMixin, TestCase):
     def test_plaintext_after_starttls_is_discarded(self) -> Generator[Any, Any, None]:
         """
         A line pipelined after STARTTLS in the same packet (C{EVIL}) never
-        reaches a read after the upgrade; the discard is logged with the byte
-        count and the peer.
+        reaches a read after the upgrade; the discard is logged as a warning
+        with the byte count and the peer.
         """
         certs = self.certs
         after_upgrade: list[bytes] = []
+        identities: list[object] = []
 
         def server(p: Scripted) -> Body:
             p.write_line(b"220 hello")
             yield p.read_line()
             p.write_line(b"220 go ahead")
-            yield start_tls(p, server_options(certs.server))
+            identities.append((yield start_tls(p, server_options(certs.server))))
             line = yield p.read_line()
             after_upgrade.append(line)
             p.write_line(b"got " + line)
@@ -223,7 +225,10 @@ class StartTLSTests(LoopbackMixin, TestCase):
         yield proto.when_closed()
         self.assertEqual(after_upgrade, [b"HELLO"])
         self.assertEqual(replies, [b"got HELLO"])
+        # The client presented no certificate.
+        self.assertEqual(identities, [None])
         [event] = self.tls_events("discarded")
+        self.assertEqual(event["log_level"], LogLevel.warn)
         self.assertEqual(event["count"], len(b"EVIL\r\n"))
         self.assertEqual(event["preview"], b"EVIL\r\n")
         self.assertEqual(
@@ -738,3 +743,239 @@ class TLSEndpointClientTests(LoopbackMixin, TestCase):
         error = yield self.refused(self.certs.self_signed)
         self.assertIsInstance(error.reason, SSL.Error)
         self.assertIn("certificate verify failed", str(error))
+
+
+class StartTLSOutcomeTests(LoopbackMixin, TestCase):
+    """
+    How a pending L{start_tls} ends when the handshake does not complete:
+    timeout, cancel, an uncaught failure, a closed connection.
+    """
+
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def stalled_handshake(
+        self, server: Callable[[Scripted], Body], act: Callable[[Scripted], None]
+    ) -> Generator[Any, Any, None]:
+        """
+        Run C{server} against a client that asks for STARTTLS and then never
+        starts the handshake; once the client has read the go-ahead (so the
+        server is waiting in start_tls), call C{act} with the server
+        protocol, whose clock is a L{task.Clock}. Return when both sides
+        have closed.
+        """
+        servers: list[Scripted] = []
+
+        def build() -> Scripted:
+            p = Scripted(server)
+            p.clock = task.Clock()
+            servers.append(p)
+            return p
+
+        port = yield self.listen(Factory.forProtocol(build))
+
+        def client(p: Scripted) -> Body:
+            p.write_line(b"STARTTLS")
+            yield p.read_line()
+            act(servers[0])
+            yield p.read_line()
+
+        proto = yield connect(reactor, f"tcp:127.0.0.1:{port}", Scripted(client))
+        yield proto.when_closed()
+        yield servers[0].when_closed()
+
+    @defer.inlineCallbacks
+    def test_timeout_fails_the_wait_and_aborts(self) -> Generator[Any, Any, None]:
+        """
+        A handshake that has not completed within C{timeout} seconds of the
+        protocol's clock fails the pending start_tls with TimeoutError and
+        aborts the connection.
+        """
+        certs = self.certs
+        outcome: list[object] = []
+
+        def server(p: Scripted) -> Body:
+            yield p.read_line()
+            p.write_line(b"220 go ahead")
+            try:
+                yield start_tls(p, server_options(certs.server), timeout=30)
+            except defer.TimeoutError as e:
+                outcome.append(e)
+
+        def act(p: Scripted) -> None:
+            clock = p.clock
+            assert isinstance(clock, task.Clock)
+            clock.advance(29)
+            outcome.append("waiting" if not p.conversation.called else "ended")
+            clock.advance(1)
+
+        servers: list[Scripted] = []
+
+        def act_and_note(p: Scripted) -> None:
+            servers.append(p)
+            act(p)
+
+        yield self.stalled_handshake(server, act_and_note)
+        self.assertEqual(len(outcome), 2, outcome)
+        self.assertEqual(outcome[0], "waiting")
+        self.assertIsInstance(outcome[1], defer.TimeoutError)
+        self.assertIn("30 seconds", str(outcome[1]))
+        [server_protocol] = servers
+        assert server_protocol.disconnect_reason is not None
+        self.assertTrue(server_protocol.disconnect_reason.check(ConnectionLost))
+
+    @defer.inlineCallbacks
+    def test_cancel_aborts_the_connection(self) -> Generator[Any, Any, None]:
+        """
+        Cancelling the conversation while it waits in start_tls raises
+        CancelledError at the yield and aborts the connection, which cannot
+        go back to plaintext.
+        """
+        certs = self.certs
+        outcome: list[object] = []
+
+        def server(p: Scripted) -> Body:
+            yield p.read_line()
+            p.write_line(b"220 go ahead")
+            try:
+                yield start_tls(p, server_options(certs.server))
+            except defer.CancelledError as e:
+                outcome.append(e)
+
+        servers: list[Scripted] = []
+
+        def act(p: Scripted) -> None:
+            servers.append(p)
+            assert p.conversation is not None
+            p.conversation.cancel()
+
+        yield self.stalled_handshake(server, act)
+        [error] = outcome
+        self.assertIsInstance(error, defer.CancelledError)
+        [server_protocol] = servers
+        assert server_protocol.disconnect_reason is not None
+        self.assertTrue(server_protocol.disconnect_reason.check(ConnectionLost))
+
+    @defer.inlineCallbacks
+    def test_uncaught_failure_is_logged_as_warning(
+        self,
+    ) -> Generator[Any, Any, None]:
+        """
+        A TLSHandshakeError the handler does not catch ends the conversation
+        and is logged as a warning naming the peer and the reason, without a
+        traceback.
+        """
+        certs = self.certs
+
+        def server(p: Scripted) -> Body:
+            yield p.read_line()
+            p.write_line(b"220 go ahead")
+            yield start_tls(p, server_options(certs.server))
+
+        servers: list[Scripted] = []
+
+        def build() -> Scripted:
+            p = Scripted(server)
+            servers.append(p)
+            return p
+
+        port = yield self.listen(Factory.forProtocol(build))
+
+        def client(p: Scripted) -> Body:
+            p.write_line(b"STARTTLS")
+            yield p.read_line()
+            # Trust another authority: the client refuses the server.
+            options = optionsForClientTLS(
+                "localhost", trustRoot=certs.other_ca.twisted_certificate()
+            )
+            try:
+                yield start_tls(p, options)
+            except TLSHandshakeError:
+                pass
+
+        proto = yield connect(reactor, f"tcp:127.0.0.1:{port}", Scripted(client))
+        yield proto.when_closed()
+        yield servers[0].when_closed()
+        warnings = [
+            e
+            for e in self.events
+            if e.get("log_namespace") == "txstateproto"
+            and e.get("log_level") == LogLevel.warn
+            and e.get("protocol") == "Scripted"
+            and e.get("peer") == servers[0].transport.getPeer()
+        ]
+        self.assertEqual(len(warnings), 1, warnings)
+        [event] = warnings
+        self.assertEqual(event["error_type"], TLSHandshakeError)
+        self.assertIn("TLS handshake with", event["error"])
+        self.assertIsNone(event.get("log_failure"))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_not_connected(self) -> Deferred[None]:
+        """
+        start_tls on a connection that is not open fails at once with
+        ConnectionDone naming the state.
+        """
+        d = start_tls(Scripted(lambda p: iter(())), server_options(self.certs.server))
+        failure = self.failureResultOf(d, ConnectionDone)
+        self.assertIn("not connected", str(failure.value))
+        return defer.succeed(None)
+
+
+class ConnectCancelTests(LoopbackMixin, TestCase):
+    """
+    Cancelling L{connect}'s Deferred before the handshake has completed
+    gives up the connection.
+    """
+
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def cancel_when(self, moment: str) -> Generator[Any, Any, None]:
+        """
+        Connect over TLS to a server that never answers the handshake, and
+        cancel when the server has accepted the connection (C{"accepted"})
+        or has received the client's first handshake bytes (C{"hello"}).
+        Check that connect() fails with CancelledError, the connection is
+        closed and the client's handler never starts.
+        """
+        accepted: Deferred[Scripted] = Deferred()
+        hello: Deferred[Scripted] = Deferred()
+
+        def silent(p: Scripted) -> Body:
+            accepted.callback(p)
+            yield p.read_some(65536)
+            hello.callback(p)
+            while True:
+                yield p.read_some(65536)
+
+        port = yield self.listen(Factory.forProtocol(lambda: Scripted(silent)))
+        started: list[Scripted] = []
+
+        def client(p: Scripted) -> Body:
+            started.append(p)
+            yield p.read_line()
+
+        endpoint = f"tls:host=localhost:port={port}:trustRoots={self.certs.ca_dir}"
+        d = connect(reactor, endpoint, Scripted(client))
+        server = yield {"accepted": accepted, "hello": hello}[moment]
+        d.cancel()
+        yield self.assertFailure(d, defer.CancelledError)
+        yield server.when_closed()
+        self.assertEqual(started, [])
+
+    def test_cancel_while_connecting(self) -> Deferred[None]:
+        """
+        Cancelled as soon as the server has accepted (the client's side of
+        the connection may not be complete yet), connect() fails with
+        CancelledError and leaves no connection behind.
+        """
+        return self.cancel_when("accepted")
+
+    def test_cancel_during_handshake(self) -> Deferred[None]:
+        """
+        Cancelled once the client's handshake has begun, connect() fails
+        with CancelledError, the connection is aborted, and the handler
+        never starts.
+        """
+        return self.cancel_when("hello")
