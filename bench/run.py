@@ -164,6 +164,8 @@ PROBE_PEER = "protocol"
 #: How much faster than the ceiling cell the probe must go for the report to
 #: say that the client has headroom.
 HEADROOM_TARGET = 2.0
+#: Pairs of windows per set-up in the sessions check (see "Sessions").
+SESSIONS_PAIRS = 6
 
 #: Concurrent connect / one line / close loops in scenario 5.
 CHURN_CONCURRENCY = 16
@@ -252,9 +254,18 @@ def parse_pairs(line: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in line.split() if "=" in item)
 
 
-def blast(mode: str, port: int, args: Sequence[str], timeout: float) -> dict[str, str]:
+def blast(
+    mode: str,
+    port: int,
+    args: Sequence[str],
+    timeout: float,
+    own_session: bool = True,
+) -> dict[str, str]:
     """
     Run C{lineblast} once and return its result.
+
+    @param own_session: Run it in a session of its own (see "Sessions"); only
+        the method check of C{run_sessions_check} says False.
 
     @raise BenchError: If it exits non-zero (a mismatch, a closed connection)
         or does not finish in time.
@@ -267,7 +278,7 @@ def blast(mode: str, port: int, args: Sequence[str], timeout: float) -> dict[str
             text=True,
             timeout=timeout,
             check=False,
-            start_new_session=True,  # see "Sessions" below
+            start_new_session=own_session,  # see "Sessions" below
         )
     except subprocess.TimeoutExpired as e:
         raise BenchError(f"{' '.join(command)} took over {timeout} s") from e
@@ -308,10 +319,14 @@ class Server:
 
     @ivar port: Where it listens on 127.0.0.1.
     @ivar loop: The reactor or event loop it reported.
+    @ivar own_session: Whether it (and the clients run against it) has a
+        session of its own (see "Sessions"); only the method check of
+        C{run_sessions_check} says False.
     """
 
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, own_session: bool = True) -> None:
         self.peer = peer
+        self.own_session = own_session
         RESULTS.mkdir(exist_ok=True)
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self._log = (RESULTS / f"server-{peer.key}.log").open("ab")
@@ -322,7 +337,7 @@ class Server:
             env=env,
             cwd=REPO,
             # Its own session, so its own scheduler autogroup: see "Sessions".
-            start_new_session=True,
+            start_new_session=own_session,
         )
         self.port = 0
         self.loop = ""
@@ -504,6 +519,7 @@ def measure_throughput(
             *("-P", str(server.pid)),
         ],
         timeout=settings.warmup + settings.duration + 60,
+        own_session=server.own_session,
     )
     server.check()
     return Window(
@@ -581,6 +597,54 @@ def run_echo_and_churn(
                     continue
                 args = ["-c", str(CHURN_CONCURRENCY), "-s", "16"]
                 measure(run, "churn", "churn", "churn", started[peer.key], args)
+
+
+def run_sessions_check(results: Results, settings: Settings) -> None:
+    """
+    The method check behind "Sessions": the ceiling cell with and without.
+
+    The bare C{Protocol} and C{LineReceiver} are started twice: in sessions
+    of their own, each driven by a client in a session of its own (how every
+    other figure is measured), and in this script's session, driven by a
+    client in it too (how the first quick run measured them). The two set-ups
+    alternate, C{SESSIONS_PAIRS} pairs of windows each, the order flipping
+    every round.
+    """
+    setups = {"own": True, "shared": False}
+    peers = [PEER_BY_KEY[PROBE_PEER], PEER_BY_KEY[BASELINE]]
+    with ExitStack() as stack:
+        started: dict[tuple[str, str], Server] = {}
+        for name, own in setups.items():
+            for peer in peers:
+                server = Server(peer, own_session=own)
+                stack.callback(server.stop)
+                started[(name, peer.key)] = server
+        args = ["-c", str(CEILING_CELL.conns), "-k", str(CEILING_CELL.inflight)]
+        args += ["-s", str(CEILING_CELL.size)]
+        for round_ in range(SESSIONS_PAIRS):
+            names = list(setups) if round_ % 2 == 0 else list(reversed(setups))
+            for name in names:
+                for peer in peers:
+                    window = measure_throughput(
+                        started[(name, peer.key)], "echo", args, settings
+                    )
+                    results.samples.append(
+                        Sample(
+                            "sessions",
+                            name,
+                            peer.key,
+                            round_,
+                            window.rate,
+                            window.client_cpu,
+                            window.server_cpu,
+                            window.machine_cpu,
+                        )
+                    )
+                ratio = results.ratios("sessions", name, PROBE_PEER)[-1]
+                progress(
+                    f"sessions check {round_ + 1}/{SESSIONS_PAIRS}, {name} "
+                    f"sessions: bare Protocol {ratio:.2f}{TIMES} LineReceiver"
+                )
 
 
 def idle_memory(peer: Peer, settings: Settings) -> float:
@@ -1063,6 +1127,33 @@ def ceiling_verdict(results: Results) -> str:
     return text + "\n"
 
 
+def sessions_verdict(results: Results) -> str:
+    """
+    What the sessions check found, if it ran.
+    """
+    own = results.ratios("sessions", "own", PROBE_PEER)
+    shared = results.ratios("sessions", "shared", PROBE_PEER)
+    if not own or not shared:
+        return ""
+
+    def server_cpu(name: str) -> str:
+        samples = results.values("sessions", name, PROBE_PEER).values()
+        return f"{statistics.median(s.server_cpu for s in samples):.2f}"
+
+    return (
+        f"\n**Method check: sessions.** With `sched_autogroup` "
+        f"({results.machine.get('autogroup', '?')} here) the scheduler shares "
+        "the CPU between sessions first, so a server and its client in one "
+        "session split one share. The ceiling cell measured alternately, "
+        f"{len(own)} pairs of windows each: with every server and client in "
+        f"a session of its own (as every figure in this report), the bare "
+        f"`Protocol` is {fmt_ratio(own)} `LineReceiver`, its server using a "
+        f"median {server_cpu('own')} cores; with servers and client in one "
+        f"session, {fmt_ratio(shared)}, its server using "
+        f"{server_cpu('shared')} cores.\n"
+    )
+
+
 def frames_section(results: Results) -> str:
     """
     Scenario 2, from C{bench/frames.py}'s JSON (its printed table as given).
@@ -1447,6 +1538,7 @@ def render(results: Results, peers: Sequence[Peer]) -> str:
         "## Scenario 1: line echo",
         "",
         echo_section(results, peers),
+        sessions_verdict(results),
         "## Scenario 2: length-prefixed frames",
         "",
         frames_section(results),
@@ -1603,7 +1695,7 @@ def summary(results: Results, peers: Sequence[Peer]) -> str:
 
 # -- main ----------------------------------------------------------------------
 
-SECTIONS = ("echo", "churn", "frames", "memory", "strace", "tailcall")
+SECTIONS = ("echo", "churn", "sessions", "frames", "memory", "strace", "tailcall")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -1706,6 +1798,8 @@ def main(argv: Sequence[str]) -> int:
                 run_memory(results, settings, peers)
             if "strace" in sections:
                 run_strace(results, settings)
+            if "sessions" in sections:
+                run_sessions_check(results, settings)
             if "frames" in sections:
                 run_frames(results, settings)
             if "tailcall" in sections and options.tailcall != "skip":
