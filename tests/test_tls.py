@@ -10,6 +10,7 @@ in-memory transports.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -33,7 +34,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from tests.certs import CertificateSet, Issued, certificates
@@ -46,6 +47,7 @@ from txstateproto._tls import (
     peer_identity,
     start_tls,
 )
+from txstateproto.testing import ProtocolHarness
 
 Body = Generator[Any, Any, Any]
 
@@ -440,12 +442,15 @@ class MutualTLSTests(LoopbackMixin, TestCase):
 
     @defer.inlineCallbacks
     def listen_mutual(
-        self, servers: list[Scripted], script: Callable[[Scripted], Body]
+        self,
+        servers: list[Scripted],
+        script: Callable[[Scripted], Body],
+        client_ca: Any = None,
     ) -> Generator[Any, Any, int]:
         """
-        Listen on 127.0.0.1 with a mutual TLS listener trusting the test
-        authority for client certificates; each handler is noted in
-        C{servers} when it starts.
+        Listen on 127.0.0.1 with a mutual TLS listener trusting C{client_ca}
+        (by default the test authority) for client certificates; each
+        handler is noted in C{servers} when it starts.
 
         @return: The port number.
         """
@@ -460,7 +465,7 @@ class MutualTLSTests(LoopbackMixin, TestCase):
         factory = mutual_tls_factory(
             Factory.forProtocol(build),
             self.certs.server.private_certificate(),
-            self.certs.ca.twisted_certificate(),
+            client_ca or self.certs.ca.twisted_certificate(),
         )
         port: int = yield self.listen(factory)
         return port
@@ -596,6 +601,37 @@ class MutualTLSTests(LoopbackMixin, TestCase):
         error = yield self.refused(self.certs.other_client)
         self.assertIn("certificate verify failed", error)
 
+    @defer.inlineCallbacks
+    def test_any_of_several_authorities(self) -> Generator[Any, Any, None]:
+        """
+        A mutual TLS listener given a list of authorities accepts a client
+        certificate signed by any of them.
+        """
+        seen: list[str | None] = []
+
+        def server(p: Scripted) -> Body:
+            identity = peer_identity(p)
+            seen.append(identity.common_name if identity else None)
+            yield p.read_line()
+
+        def client(p: Scripted) -> Body:
+            p.write_line(b"BYE")
+            yield p.read_line()
+
+        servers: list[Scripted] = []
+        authorities = [
+            self.certs.ca.twisted_certificate(),
+            self.certs.other_ca.twisted_certificate(),
+        ]
+        port = yield self.listen_mutual(servers, server, authorities)
+        for issued in (self.certs.client, self.certs.other_client):
+            endpoint, _ = self.client_endpoint(port, issued)
+            proto = yield connect(reactor, endpoint, Scripted(client))
+            yield proto.when_closed()
+        for protocol in servers:
+            yield protocol.when_closed()
+        self.assertEqual(seen, ["alice", "mallory"])
+
     def test_needs_an_authority(self) -> None:
         """
         mutual_tls_factory refuses an empty list of client authorities
@@ -669,16 +705,25 @@ class TLSEndpointClientTests(LoopbackMixin, TestCase):
         seen: list[object] = []
 
         def client(p: Scripted) -> Body:
-            identity = peer_identity(p)
-            assert identity is not None
-            seen.append(identity.dns_names)
+            seen.append(peer_identity(p))
             p.write_line(b"PING")
             seen.append((yield p.read_line()))
 
         proto = yield connect(reactor, self.endpoint(port), Scripted(client))
         yield proto.when_closed()
         yield servers[0].when_closed()
-        self.assertEqual(seen, [("localhost",), b"echo PING"])
+        identity, echo = seen
+        self.assertEqual(echo, b"echo PING")
+        assert isinstance(identity, PeerIdentity)
+        certificate = self.certs.server.certificate
+        self.assertEqual(identity.subject, "CN=localhost,O=txstateproto tests")
+        self.assertEqual(identity.dns_names, ("localhost",))
+        self.assertEqual(
+            identity.ip_addresses,
+            (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")),
+        )
+        self.assertEqual((identity.uris, identity.email_addresses), ((), ()))
+        self.assertEqual(identity.serial_number, certificate.serial_number)
 
     @defer.inlineCallbacks
     def refused(self, issued: Issued) -> Generator[Any, Any, TLSHandshakeError]:
@@ -979,3 +1024,16 @@ class ConnectCancelTests(LoopbackMixin, TestCase):
         never starts.
         """
         return self.cancel_when("hello")
+
+
+class PeerIdentityTests(SynchronousTestCase):
+    """
+    L{peer_identity} on a connection without TLS.
+    """
+
+    def test_plaintext_connection_has_none(self) -> None:
+        """
+        peer_identity returns None for a connection that is not encrypted.
+        """
+        harness = ProtocolHarness(Scripted(lambda p: p.read_line()))
+        self.assertIsNone(peer_identity(harness.protocol))
