@@ -1466,6 +1466,25 @@ def targets_section(results: Results) -> str:
     )
 
 
+def elapsed_line(settings: dict[str, Any]) -> str:
+    """
+    How long the run took, and whether that includes C{tailcall.py}.
+    """
+    seconds = settings.get("elapsed_seconds")
+    if seconds is None:
+        return ""
+    tailcall = {
+        "run": "including `bench/tailcall.py`",
+        "reuse": "without `bench/tailcall.py`, whose last report is embedded",
+        "skip": "without `bench/tailcall.py`",
+    }.get(settings.get("tailcall", ""), "")
+    if "tailcall" not in settings.get("sections", ["tailcall"]):
+        tailcall = "without `bench/tailcall.py`"
+    return f"- Elapsed: {seconds / 60:.1f} minutes" + (
+        f" ({tailcall})." if tailcall else "."
+    )
+
+
 def render(results: Results, peers: Sequence[Peer]) -> str:
     """
     The whole of C{docs/benchmarks.md}.
@@ -1508,6 +1527,7 @@ def render(results: Results, peers: Sequence[Peer]) -> str:
         f"- Load generator: `bench/loadgen/lineblast.c` built with "
         f"{m.get('cc', 'cc')} (`-O2`), one thread, epoll.",
         f"- Date: {m.get('date', '?')}.",
+        elapsed_line(s),
         "",
         "## Method",
         "",
@@ -1786,6 +1806,8 @@ def main(argv: Sequence[str]) -> int:
             print(f"unknown sections: {', '.join(sorted(unknown))}", file=sys.stderr)
             return 2
         results = Results(machine=machine_facts(), settings=asdict(settings))
+        results.settings["sections"] = sorted(sections)
+        results.settings["tailcall"] = options.tailcall
         started = time.monotonic()
         try:
             preflight(peers, chart_needed=not settings.quick)
