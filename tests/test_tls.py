@@ -11,6 +11,7 @@ in-memory transports.
 from __future__ import annotations
 
 import ipaddress
+import warnings
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -1037,3 +1038,32 @@ class PeerIdentityTests(SynchronousTestCase):
         """
         harness = ProtocolHarness(Scripted(lambda p: p.read_line()))
         self.assertIsNone(peer_identity(harness.protocol))
+
+
+class PyOpenSSLTypesTests(SynchronousTestCase):
+    """
+    Pin the premise of docs/tls.md's advice to pass C{cryptography} objects:
+    Twisted's own ways of loading PEM files hand pyOpenSSL's deprecated
+    types to OpenSSL. If this test fails, Twisted has stopped doing so and
+    that section (and the conversion in mutual_tls_factory) can go.
+    """
+
+    def test_private_certificate_options_warn(self) -> None:
+        """
+        TLS options from PrivateCertificate.options() and from an ssl: server
+        endpoint string emit a DeprecationWarning when first used.
+        """
+        server = certificates().server
+        from_certificate = server.private_certificate().options()
+        endpoint = serverFromString(
+            reactor,
+            f"ssl:0:interface=127.0.0.1:privateKey={server.key_path}"
+            f":certKey={server.cert_path}",
+        )
+        # The endpoint builds its options at parse time and keeps them here.
+        from_string = endpoint._sslContextFactory  # type: ignore[attr-defined]
+        for options in (from_certificate, from_string):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                options.getContext()
+            self.assertIn(DeprecationWarning, [w.category for w in caught], options)
