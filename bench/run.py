@@ -4,8 +4,10 @@ The side-by-side benchmark: every peer in the same run, ratios to the named one.
 One command measures issue 9's scenarios 1 (line echo), 3 (memory per idle
 connection) and 5 (connection churn) against the same peers, records the
 syscalls per echoed line of each server with C{strace -c} for the one line in
-flight case, runs C{bench/tailcall.py} for scenario 4, and writes
-C{docs/benchmarks.md} and the bar chart C{docs/benchmarks.png}.
+flight case, runs C{bench/frames.py} for scenario 2 (when it is in the
+checkout) and C{bench/tailcall.py} for scenario 4, checks that the load
+generator is not what is measured, and writes C{docs/benchmarks.md} and the
+bar chart C{docs/benchmarks.png}.
 
 How it measures
 ===============
@@ -15,8 +17,10 @@ on a 127.0.0.1 port. The load comes from C{lineblast}, a C client built here
 from C{bench/loadgen/lineblast.c} with the system compiler: epoll, N
 connections, K lines in flight on each, every echoed byte compared with what
 was sent (a mismatch fails the run), lines counted over a fixed window after a
-warm-up. The same client opens the idle connections of scenario 3 and does the
-connect / one line / close loops of scenario 5.
+warm-up, with the server's and the machine's CPU time read at the window's
+edges. The same client opens the idle connections of scenario 3 and does the
+connect / one line / close loops of scenario 5. Every server and every client
+runs in a session of its own (see "Sessions" below).
 
 A I{run} is one pass over every cell and every peer, back to back, with fresh
 server processes; the peers' order rotates from run to run. Each figure is the
@@ -1532,14 +1536,18 @@ def render(results: Results, peers: Sequence[Peer]) -> str:
         "## Method",
         "",
         "Each server (`bench/servers/`) runs in its own process on a 127.0.0.1 "
-        "port. `lineblast` keeps K lines in flight on each of N connections, "
-        "checks every echoed byte against what it sent (a mismatch fails the "
-        "run), and counts lines over a "
+        "port, in a session of its own, and so does each `lineblast` run (the "
+        "scheduler shares the CPU between sessions first: see the sessions "
+        "check under scenario 1). `lineblast` keeps K lines in flight on each "
+        "of N connections, checks every echoed byte against what it sent (a "
+        "mismatch fails the run), and counts lines over a "
         f"{s.get('duration', '?')} s window after {s.get('warmup', '?')} s of "
         f"warm-up. A run is one pass over every cell and every peer with fresh "
         f"server processes, the peers' order rotating from run to run; "
         f"{s.get('runs', '?')} run(s). Each figure is the median of the per-run "
-        f"ratios, with min{DASH}max. No Debian package fits as the load generator: "
+        f"ratios, with min{DASH}max. `lineblast` also reads the server's and "
+        "the machine's CPU time from `/proc` at the instants its window opens "
+        "and closes. No Debian package fits as the load generator: "
         "iperf/iperf3, tcpbench and netperfmeter measure one-way bulk "
         "throughput, wrk speaks HTTP, and none keeps K lines in flight and "
         "checks the echo.",
