@@ -488,14 +488,17 @@ class MutualTLSTests(LoopbackMixin, TestCase):
     def test_accepts_client_signed_by_ca(self) -> Generator[Any, Any, None]:
         """
         A client presenting a certificate from the trusted authority is
-        served, and the handler reads its verified subject and SAN with
-        peer_identity from its first step on.
+        served over TLS 1.2 or later (Twisted's default minimum), and the
+        handler reads its verified subject and SAN with peer_identity from
+        its first step on.
         """
         seen: list[PeerIdentity | None] = []
+        versions: list[str] = []
 
         def server(p: Scripted) -> Body:
             identity = peer_identity(p)
             seen.append(identity)
+            versions.append(p.transport.getHandle().get_protocol_version_name())
             assert identity is not None
             p.write_line(b"hello " + (identity.common_name or "?").encode())
             yield p.read_line()
@@ -513,6 +516,8 @@ class MutualTLSTests(LoopbackMixin, TestCase):
         yield proto.when_closed()
         yield servers[0].when_closed()
         self.assertEqual(replies, [b"hello alice"])
+        [version] = versions
+        self.assertIn(version, ("TLSv1.2", "TLSv1.3"))
         [identity] = seen
         assert identity is not None
         self.assertEqual(identity.subject, "CN=alice,O=txstateproto tests")
