@@ -188,7 +188,7 @@ class Settings:
     """
 
     runs: int = 5
-    warmup: float = 1.0
+    warmup: float = 0.5
     duration: float = 2.0
     idle_conns: int = 5000
     strace_duration: float = 2.0
