@@ -30,11 +30,14 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     ISSLTransport,
     IStreamClientEndpoint,
+    ITLSTransport,
 )
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -1072,3 +1075,54 @@ class PyOpenSSLTypesTests(SynchronousTestCase):
                 warnings.simplefilter("always")
                 options.getContext()
             self.assertIn(DeprecationWarning, [w.category for w in caught], options)
+
+
+@implementer(ITLSTransport)
+class FakeTLSTransport(StringTransport):
+    """
+    An in-memory transport that accepts startTLS and notes the options
+    (no handshake ever happens).
+    """
+
+    tls_options: object = None
+
+    def startTLS(self, options: object) -> None:
+        self.tls_options = options
+
+
+class StartTLSInMemoryTests(SynchronousTestCase):
+    """
+    What start_tls does to the protocol's receive side, on an in-memory
+    transport.
+    """
+
+    def test_discard_resumes_paused_reading(self) -> None:
+        """
+        If reading from the transport was paused because too much plaintext
+        was buffered, discarding it in start_tls resumes reading, so the
+        handshake's bytes can arrive.
+        """
+        clock = task.Clock()
+        options = object()
+        waits: list[Deferred[Any]] = []
+
+        def script(p: Scripted) -> Body:
+            yield p.read_line()
+            yield p.sleep(1)
+            waits.append(start_tls(p, options))
+            yield waits[0]
+
+        protocol = Scripted(script)
+        protocol.clock = clock
+        transport = FakeTLSTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(
+            b"STARTTLS\r\n" + b"x" * (protocol.receive_high_water + 1)
+        )
+        self.assertEqual(transport.producerState, "paused")
+        clock.advance(1)
+        self.assertIs(transport.tls_options, options)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertNoResult(waits[0])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(protocol.when_closed())

@@ -49,8 +49,10 @@ L{start_tls} (a peer, or a man in the middle, can pipeline them in the same
 packet as the command). They are discarded and the discard is logged, so
 that nothing injected in plaintext is ever returned by a read after the
 upgrade. Once C{startTLS} has been called, every byte goes through the TLS
-layer. This needs the protocol's private receive buffer (C{_buffer}): see
-the report for issue 8 on giving StateProtocol a method for it.
+layer. This needs the protocol's private receive buffer (C{_buffer}), and
+its C{_check_buffer_pressure()} to resume reading if the discarded bytes
+had paused it: see the report for issue 8 on giving StateProtocol a public
+method for both.
 """
 
 from __future__ import annotations
@@ -528,6 +530,9 @@ def start_tls(
     buffered = protocol._buffer
     if len(buffered):
         discarded = buffered.take_all()
+        # Reading may have been paused because this much was buffered;
+        # the handshake's bytes must be able to arrive.
+        protocol._check_buffer_pressure()
         _log.warn(
             "{protocol} discarded {count} plaintext bytes from {peer} received "
             "after the STARTTLS command and before the TLS handshake",
