@@ -923,6 +923,30 @@ def machine_facts() -> dict[str, str]:
         check=False,
     )
     facts["commit"] = commit.stdout.strip() or "unknown"
+    # Several people work in one checkout: say if the library measured is
+    # not exactly the commit (uncommitted edits to txstateproto/ or bench/).
+    dirty = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "status",
+            "--porcelain",
+            "--",
+            "txstateproto",
+            "bench",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    facts["uncommitted"] = " ".join(
+        sorted(
+            line[3:]
+            for line in dirty.stdout.splitlines()
+            if line[3:].endswith((".py", ".c")) and not line.startswith("??")
+        )
+    )
     return facts
 
 
@@ -1526,7 +1550,13 @@ def render(results: Results, peers: Sequence[Peer]) -> str:
         f"- Linux {m.get('kernel', '?')}; {m.get('implementation', 'CPython')} "
         f"{m.get('python', '?')}; Twisted {m.get('twisted', '?')}; uvloop "
         f"{m.get('uvloop', '?')}; txstateproto {m.get('txstateproto', '?')} "
-        f"at commit `{m.get('commit', '?')}`.",
+        f"at commit `{m.get('commit', '?')}`"
+        + (
+            f", plus uncommitted changes to {m['uncommitted']} (the working "
+            "tree is what was measured)."
+            if m.get("uncommitted")
+            else "."
+        ),
         f"- Event loops: {loops}." if loops else "",
         f"- Load generator: `bench/loadgen/lineblast.c` built with "
         f"{m.get('cc', 'cc')} (`-O2`), one thread, epoll.",
