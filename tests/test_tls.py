@@ -21,6 +21,8 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
+    clientFromString,
+    connectProtocol,
     serverFromString,
     wrapClientTLS,
 )
@@ -797,6 +799,41 @@ class TLSEndpointClientTests(LoopbackMixin, TestCase):
         error = yield self.refused(self.certs.self_signed)
         self.assertIsInstance(error.reason, SSL.Error)
         self.assertIn("certificate verify failed", str(error))
+
+    @defer.inlineCallbacks
+    def test_without_connect_handler_runs_before_verification(
+        self,
+    ) -> Generator[Any, Any, None]:
+        """
+        With Twisted's plain connectProtocol instead of connect(), start()
+        runs before the handshake; a refused server then cancels the pending
+        read (the handler's finally runs) and disconnect_reason holds the
+        verification error, which is why connect() exists.
+        """
+        servers: list[Scripted] = []
+        port = yield self.listen_tls(
+            self.certs.wrong_name, servers, lambda p: p.read_line()
+        )
+        outcome: list[object] = []
+
+        def client(p: Scripted) -> Body:
+            outcome.append(peer_identity(p))
+            try:
+                yield p.read_line()
+            except defer.CancelledError:
+                outcome.append("cancelled")
+            finally:
+                outcome.append("finally")
+
+        endpoint = clientFromString(reactor, self.endpoint(port))
+        proto = yield connectProtocol(endpoint, Scripted(client))
+        yield proto.when_closed()
+        for server in servers:
+            yield server.when_closed()
+        self.assertEqual(outcome, [None, "cancelled", "finally"])
+        assert proto.disconnect_reason is not None
+        reason = proto.disconnect_reason.value
+        self.assertEqual(type(reason).__name__, "VerificationError")
 
 
 class StartTLSOutcomeTests(LoopbackMixin, TestCase):
