@@ -74,13 +74,39 @@ class Server:
     standard output and error, merged) and the port it listens on.
     """
 
-    def __init__(self, case: SynchronousTestCase, *args: str, cwd: Path = ROOT):
+    def __init__(
+        self,
+        case: SynchronousTestCase,
+        *args: str,
+        cwd: Path = ROOT,
+        activate: socket.socket | None = None,
+    ):
+        """
+        Start twistd and wait until it listens.
+
+        @param activate: A listening socket to hand over as systemd does
+            for socket activation: as file descriptor 3, named C{echo},
+            with C{LISTEN_PID} set to twistd's process ID.
+        """
         self.case = case
         self.output = bytearray()
+        command = [str(TWISTD), "--pidfile=", "-n", "stateproto", *args]
+        if activate is not None:
+            # The shell moves the socket from its stdin to fd 3, then execs
+            # twistd, which keeps the shell's process ID ($$).
+            command = [
+                "sh",
+                "-c",
+                "exec 3<&0 </dev/null; export LISTEN_PID=$$ LISTEN_FDS=1 "
+                'LISTEN_FDNAMES=echo; exec "$@"',
+                "sh",
+                *command,
+            ]
         self.process = subprocess.Popen(
-            [str(TWISTD), "--pidfile=", "-n", "stateproto", *args],
+            command,
             cwd=cwd,
             env=_env(),
+            stdin=activate.fileno() if activate is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -409,4 +435,22 @@ class ServingTests(SynchronousTestCase):
         self.assertIn(
             "3 connections served, 0 refused by max_connections, 0 aborted", log
         )
+        self.assertNotIn("Traceback", log)
+
+    def test_systemd_socket_activation(self) -> None:
+        """A systemd: endpoint serves on a socket inherited as systemd passes
+        it."""
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen()
+            port = listening.getsockname()[1]
+            server = Server(
+                self, "--listen", "systemd:domain=INET:name=echo", activate=listening
+            )
+        self.assertEqual(server.port, port)
+        client = server.connect()
+        client.sendall(b"activated\n")
+        self.assertEqual(read_line(client), b"activated\n")
+        status, log = server.stop()
+        self.assertEqual(status, -signal.SIGTERM)
         self.assertNotIn("Traceback", log)

@@ -235,6 +235,12 @@ class OptionsTests(SynchronousTestCase):
                 parse("--listen", description)
             self.assertIn(f"--listen {description!r}", str(raised.exception))
 
+    def test_systemd_without_inherited_socket(self) -> None:
+        """A systemd: endpoint with nothing inherited says what is missing."""
+        with self.assertRaises(usage.UsageError) as raised:
+            parse("--listen", "systemd:domain=INET:index=0")
+        self.assertIn("no such socket inherited from systemd", str(raised.exception))
+
     def test_numbers_are_converted(self) -> None:
         """The numeric options become numbers."""
         options = parse(

@@ -310,8 +310,16 @@ class Options(usage.Options):
             except Exception as e:
                 # Any parser or key-file error: it is the user's string at
                 # fault, and the message says what is wrong with it.
+                hint = ""
+                if description.startswith("systemd:") and isinstance(
+                    e, (IndexError, KeyError)
+                ):
+                    hint = (
+                        " (no such socket inherited from systemd: LISTEN_PID, "
+                        "LISTEN_FDS and LISTEN_FDNAMES say which there are)"
+                    )
                 raise usage.UsageError(
-                    f"--listen {description!r}: {type(e).__name__}: {e}"
+                    f"--listen {description!r}: {type(e).__name__}: {e}{hint}"
                 ) from None
         self["endpoints"] = parsed
 
@@ -360,6 +368,12 @@ class _ServerFactory(Factory):
     """
 
     noisy = False
+
+    def logPrefix(self) -> str:
+        """
+        What Twisted's ports call us in their own log lines.
+        """
+        return "stateproto"
 
     def __init__(
         self,
