@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## run: start the echo server on port $(PORT) in the foreground
+## run: start the echo server on port $(PORT) in the foreground (Ctrl-C stops it);
+## PROTOCOL=examples.echo_server.EchoServer (any --protocol) serves another handler
 run: $(STAMP)
-	$(BIN)/twistd --pidfile= -n stateproto --listen tcp:$(PORT)
+	$(BIN)/twistd --pidfile= -n stateproto --listen tcp:$(PORT) $(if $(PROTOCOL),--protocol $(PROTOCOL))
 
 ## test: lint, type-check and run the whole test suite
 test: $(STAMP) lint typecheck
