@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -28,6 +30,8 @@ from txstateproto._tls import connect, start_tls
 from txstateproto.testing import ProtocolHarness
 
 Body = Generator[Any, Any, Any]
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def server_class(issued: Issued, servers: list[StartTLSServer]) -> type[StartTLSServer]:
@@ -290,3 +294,69 @@ class OpenSSLClientTests(LoopbackMixin, TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn(b"verify", err)
         self.assertNotIn(b"never", out)
+
+
+class ClientCommandLineTests(LoopbackMixin, TestCase):
+    """
+    C{python -m examples.starttls.client}, as the README runs it.
+    """
+
+    def run_client(self, port: int, *extra: str) -> Deferred[Any]:
+        """
+        Run the client module in a subprocess against 127.0.0.1:C{port},
+        trusting the test authority.
+
+        @return: A Deferred firing with C{(exit code, stdout, stderr)}.
+        """
+        args = [
+            sys.executable,
+            "-m",
+            "examples.starttls.client",
+            "--connect",
+            f"tcp:127.0.0.1:{port}",
+            "--ca",
+            str(self.certs.ca.cert_path),
+            *extra,
+        ]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        process = _Collect(b"")
+        reactor.spawnProcess(  # type: ignore[attr-defined]
+            process, sys.executable, args, env=env, path=str(ROOT)
+        )
+        return process.ended
+
+    @defer.inlineCallbacks
+    def test_prints_server_identity_and_echoes(self) -> Generator[Any, Any, None]:
+        """
+        The client prints the verified server's subject and names, then each
+        echoed text, and exits with status 0.
+        """
+        port = yield self.serve()
+        code, out, err = yield self.run_client(port, "hello", "over TLS")
+        yield self.servers_closed()
+        self.assertEqual(code, 0, err)
+        self.assertEqual(
+            out.splitlines(),
+            [
+                b"server certificate: CN=localhost,O=txstateproto tests "
+                b"(DNS names: localhost)",
+                b"hello",
+                b"over TLS",
+            ],
+        )
+
+    @defer.inlineCallbacks
+    def test_wrong_hostname_fails(self) -> Generator[Any, Any, None]:
+        """
+        With --hostname naming another host, the handshake fails, the error
+        saying so is logged to standard error, nothing is echoed, and the
+        exit status is 1.
+        """
+        port = yield self.serve()
+        code, out, err = yield self.run_client(
+            port, "--hostname", "wrong.example", "never"
+        )
+        yield self.servers_closed()
+        self.assertEqual(code, 1, err)
+        self.assertEqual(out, b"")
+        self.assertIn(b"the certificate does not match the expected host name", err)
