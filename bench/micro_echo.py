@@ -1,0 +1,319 @@
+"""
+In-process line echo: C{StateProtocol} against C{LineReceiver}, no sockets.
+
+The hot path of issue 9 without the reactor, the kernel or a load generator:
+each peer's echo protocol (written exactly as in C{bench/servers/}) is
+connected to an in-memory transport and fed the same pre-built chunks; the
+time to echo every line is measured, and the echo is checked byte for byte
+after the timed part. It isolates what the library costs per line, so a
+change to C{_protocol.py}, C{_buffer.py} or the engine can be measured in
+seconds; C{bench/run.py} remains the benchmark that counts.
+
+Cells (lines are the payload plus C{\\r\\n}):
+
+  - C{16B-pipelined}, C{1KiB-pipelined}: 32 lines per chunk (what a client
+    with 32 lines in flight delivers per read).
+  - C{16B-split}: 16 B lines in 1000-byte chunks, so lines straddle chunks.
+  - C{16B-one}: one line per chunk (one line in flight).
+
+Transports:
+
+  - C{fd}: a L{twisted.internet.abstract.FileDescriptor} with a stub reactor
+    and no socket: C{write()} and C{writeSequence()} run Twisted's own code
+    (the one a TCP connection runs), and after each chunk the driver does
+    what C{doWrite()} does on the next reactor turn (join the queued pieces
+    into one C{bytes}). This is the default: it costs what a real
+    connection's write path costs.
+  - C{string}: L{twisted.internet.testing.StringTransport}.
+
+Each figure is the median over C{--runs} runs (peers alternate within a
+run), reported as lines/s and as the ratio StateProtocol / LineReceiver of
+the same run (median and min-max of the per-run ratios). The machine has two
+shared cores: compare ratios, and rerun before trusting a small change.
+
+Run from the repository root::
+
+    PYTHONPATH=. .venv/bin/python bench/micro_echo.py
+    PYTHONPATH=. .venv/bin/python bench/micro_echo.py --runs 15 --cells 16B-one
+    PYTHONPATH=. .venv/bin/python bench/micro_echo.py --profile 16B-pipelined
+
+C{--profile CELL} runs StateProtocol alone under C{cProfile} on that cell and
+prints the top functions by internal and by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import LineReceiver
+
+try:
+    from txstateproto import StateProtocol
+except ImportError:  # Run from a checkout without PYTHONPATH=.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from txstateproto import StateProtocol
+
+
+class StateEcho(StateProtocol):
+    """
+    The C{StateProtocol} echo, as in C{bench/servers/stateproto_echo.py}.
+    """
+
+    def start(self) -> Generator[Any, Any, None]:
+        while True:
+            line = yield self.read_line()
+            self.write_line(line)
+
+
+class LineEcho(LineReceiver):
+    """
+    The C{LineReceiver} echo, as in C{bench/servers/linereceiver_echo.py}.
+    """
+
+    def lineReceived(self, line: bytes) -> None:
+        self.sendLine(line)  # type: ignore[no-untyped-call]
+
+
+PEERS: dict[str, Callable[[], Protocol]] = {
+    "StateProtocol": StateEcho,
+    "LineReceiver": LineEcho,
+}
+
+
+class _StubReactor:
+    """
+    Just enough reactor for a FileDescriptor that never touches a socket.
+    """
+
+    def addWriter(self, writer: object) -> None:
+        pass
+
+    def removeWriter(self, writer: object) -> None:
+        pass
+
+    def addReader(self, reader: object) -> None:
+        pass
+
+    def removeReader(self, reader: object) -> None:
+        pass
+
+
+class _Address:
+    """
+    A stand-in peer address for logs and reprs.
+    """
+
+    def __repr__(self) -> str:
+        return "IPv4Address(TCP, '127.0.0.1', 1)"
+
+
+class FDTransport(FileDescriptor):
+    """
+    Twisted's real write path (C{FileDescriptor.write}/C{writeSequence})
+    without a socket; L{flush} stands for the next reactor turn's C{doWrite}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(reactor=_StubReactor())  # type: ignore[arg-type]
+        self.connected = 1
+        self.sent: list[bytes] = []
+
+    def flush(self) -> None:
+        """
+        Do what C{doWrite()} does with the queued pieces: join them into one
+        C{bytes} (the send itself is left out).
+        """
+        if self._tempDataBuffer:
+            self.sent.append(b"".join(self._tempDataBuffer))
+            self._tempDataBuffer = []
+            self._tempDataLen = 0
+
+    def output(self) -> bytes:
+        self.flush()
+        return b"".join(self.sent)
+
+    def getPeer(self) -> _Address:
+        return _Address()
+
+    def getHost(self) -> _Address:
+        return _Address()
+
+    def loseConnection(self, *args: object) -> None:
+        self.connected = 0
+
+
+class StringEchoTransport(StringTransport):
+    """
+    StringTransport with the same C{flush}/C{output} interface.
+    """
+
+    def flush(self) -> None:
+        pass
+
+    def output(self) -> bytes:
+        return self.value()
+
+
+TRANSPORTS: dict[str, Callable[[], Any]] = {
+    "fd": FDTransport,
+    "string": StringEchoTransport,
+}
+
+
+def make_cell(name: str, lines: int) -> tuple[list[bytes], bytes]:
+    """
+    Build a cell's chunks and the stream they make up.
+
+    @param name: The cell's name.
+    @param lines: How many lines in all.
+    @return: The chunks and their concatenation (what the echo must return).
+    """
+    size = 1024 if name.startswith("1KiB") else 16
+    rows = []
+    for i in range(lines):
+        head = b"%08d" % i
+        rows.append(head + b"x" * (size - len(head)) + b"\r\n")
+    stream = b"".join(rows)
+    if name.endswith("pipelined"):
+        chunks = [b"".join(rows[i : i + 32]) for i in range(0, lines, 32)]
+    elif name.endswith("split"):
+        chunks = [stream[i : i + 1000] for i in range(0, len(stream), 1000)]
+    else:
+        chunks = rows
+    return chunks, stream
+
+
+CELLS = {
+    "16B-pipelined": 40000,
+    "1KiB-pipelined": 20000,
+    "16B-split": 40000,
+    "16B-one": 20000,
+}
+
+
+def run_once(
+    peer: Callable[[], Protocol], transport_kind: str, chunks: Sequence[bytes]
+) -> tuple[float, bytes]:
+    """
+    Connect a fresh protocol, feed every chunk, and time it.
+
+    @return: The seconds taken and the bytes echoed.
+    """
+    protocol = peer()
+    transport = TRANSPORTS[transport_kind]()
+    protocol.makeConnection(transport)
+    received = protocol.dataReceived
+    flush = transport.flush
+    gc.collect()
+    began = time.process_time()
+    for chunk in chunks:
+        received(chunk)
+        flush()
+    elapsed = time.process_time() - began
+    out = transport.output()
+    protocol.connectionLost(None)  # type: ignore[arg-type]
+    return elapsed, out
+
+
+def measure(cells: Sequence[str], transport_kind: str, runs: int, scale: float) -> None:
+    """
+    Print lines/s per peer and the StateProtocol/LineReceiver ratio per cell.
+    """
+    print(f"transport={transport_kind} runs={runs}")
+    print(
+        f"{'cell':16} {'StateProtocol l/s':>18} {'LineReceiver l/s':>17} "
+        f"{'ratio':>6} {'min-max':>12}"
+    )
+    for cell in cells:
+        lines = max(64, int(CELLS[cell] * scale))
+        chunks, stream = make_cell(cell, lines)
+        times: dict[str, list[float]] = {name: [] for name in PEERS}
+        ratios = []
+        for run in range(runs):
+            order = list(PEERS) if run % 2 == 0 else list(reversed(PEERS))
+            this_run = {}
+            for name in order:
+                elapsed, out = run_once(PEERS[name], transport_kind, chunks)
+                if out != stream:
+                    raise SystemExit(f"{name} echoed wrong bytes in {cell}")
+                times[name].append(elapsed)
+                this_run[name] = elapsed
+            ratios.append(this_run["LineReceiver"] / this_run["StateProtocol"])
+        state = lines / statistics.median(times["StateProtocol"])
+        line = lines / statistics.median(times["LineReceiver"])
+        print(
+            f"{cell:16} {state:18,.0f} {line:17,.0f} "
+            f"{statistics.median(ratios):5.2f}x {min(ratios):5.2f}-{max(ratios):4.2f}"
+        )
+
+
+def profile(cell: str, transport_kind: str, scale: float) -> None:
+    """
+    Run StateProtocol on one cell under cProfile and print the top entries.
+    """
+    lines = max(64, int(CELLS[cell] * scale))
+    chunks, stream = make_cell(cell, lines)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    _, out = run_once(StateEcho, transport_kind, chunks)
+    profiler.disable()
+    if out != stream:
+        raise SystemExit(f"StateProtocol echoed wrong bytes in {cell}")
+    print(f"cProfile, StateProtocol, {cell}, {lines} lines, transport={transport_kind}")
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(18)
+    stats.sort_stats("cumulative").print_stats(12)
+
+
+def main(argv: Sequence[str]) -> int:
+    """
+    Parse the command line and run.
+    """
+    parser = argparse.ArgumentParser(
+        description="In-process line echo: StateProtocol vs LineReceiver."
+    )
+    parser.add_argument("--runs", type=int, default=9, help="runs per cell")
+    parser.add_argument(
+        "--cells",
+        default=",".join(CELLS),
+        help=f"comma-separated cells out of {', '.join(CELLS)}",
+    )
+    parser.add_argument(
+        "--transport", choices=[*TRANSPORTS, "both"], default="fd", help="see above"
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply the lines per cell"
+    )
+    parser.add_argument("--profile", metavar="CELL", help="cProfile StateProtocol")
+    options = parser.parse_args(argv)
+    cells = [c for c in options.cells.split(",") if c]
+    for cell in cells:
+        if cell not in CELLS:
+            parser.error(f"unknown cell {cell!r}")
+    kinds = list(TRANSPORTS) if options.transport == "both" else [options.transport]
+    if options.profile:
+        if options.profile not in CELLS:
+            parser.error(f"unknown cell {options.profile!r}")
+        for kind in kinds:
+            profile(options.profile, kind, options.scale)
+        return 0
+    print(f"Python {sys.version.split()[0]}")
+    for kind in kinds:
+        measure(cells, kind, options.runs, options.scale)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
