@@ -27,6 +27,7 @@ cancel-safe without an engine of its own.
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from txstateproto._protocol import StateProtocol
 
 __all__ = ["read_frame", "write_frame"]
+
+# Packs a 32-bit prefix (faster than int.to_bytes for the common width).
+_PACK32 = struct.Struct(">I").pack
 
 #: Prefix width in bits -> prefix size in bytes.
 _PREFIX_SIZES = {8: 1, 16: 2, 32: 4}
@@ -101,7 +105,7 @@ def read_frame(
     @raise EndOfStreamError: (as the failure) If the peer half-closed before
         the frame was complete (only with C{proto.half_close}).
     """
-    size = _prefix_size(prefix_bits)
+    size = _PREFIX_SIZES.get(prefix_bits) or _prefix_size(prefix_bits)
     if max_length is None:
         limit, limit_name = proto.max_frame_size, "max_frame_size"
     else:
@@ -110,8 +114,13 @@ def read_frame(
     prefix = header.result if header.called else None
     if isinstance(prefix, bytes):
         # The prefix was buffered: issue the body read now and hand back its
-        # own Deferred (no callback, no chain).
-        frame = _read_body(prefix, proto, limit, limit_name)
+        # own Deferred (no callback, no chain; _read_body inlined, as this
+        # runs once per frame).
+        length = int.from_bytes(prefix, "big")
+        if length <= limit:
+            frame = proto.read_exactly(length)
+        else:
+            frame = fail(FrameTooLongError(limit, length, limit_name))
     else:
         frame = header.addCallback(_read_body, proto, limit, limit_name)
     if timeout is not None:
@@ -162,8 +171,12 @@ def write_frame(proto: StateProtocol, data: bytes, prefix_bits: int = 32) -> Non
         too long for the prefix (at least C{2 ** prefix_bits} bytes);
         nothing is written then.
     """
-    size = _prefix_size(prefix_bits)
     length = len(data)
+    if prefix_bits == 32 and length < _JOIN_LIMIT:
+        # The common case, once per frame: one pack, one join, one write.
+        proto.write(_PACK32(length) + data)
+        return
+    size = _prefix_size(prefix_bits)
     if length >> prefix_bits:
         raise ValueError(
             f"a frame of {length} bytes does not fit a {prefix_bits}-bit "
