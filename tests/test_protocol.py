@@ -43,6 +43,7 @@ from txstateproto import (
     FrameTooLongError,
     LineTooLongError,
     StateProtocol,
+    _protocol,
     coroutine,
     noreturn,
 )
@@ -551,6 +552,22 @@ class WriteTests(SynchronousTestCase):
 
         h = ProtocolHarness(Scripted(script))
         self.assertEqual(h.take_output(), b"rawline\r\n")
+
+    def test_write_line_long_and_short_lines(self) -> None:
+        """
+        C{write_line} sends short lines (one concatenated write) and lines
+        above the concatenation threshold (two pieces) intact and in order.
+        """
+        long_line = b"x" * _protocol._CONCAT_MAX
+
+        def script(p: Scripted) -> Body:
+            p.write_line(b"short")
+            p.write_line(long_line)
+            p.write_line(b"")
+            yield Deferred()
+
+        h = ProtocolHarness(Scripted(script))
+        self.assertEqual(h.take_output(), b"short\r\n" + long_line + b"\r\n\r\n")
 
     def test_drain_fires_at_once_while_transport_accepts(self) -> None:
         """
