@@ -80,9 +80,15 @@ class Server:
         *args: str,
         cwd: Path = ROOT,
         activate: socket.socket | None = None,
+        tac: Path | None = None,
     ):
         """
         Start twistd and wait until it listens.
+
+        @param args: C{twistd stateproto}'s arguments (or, with C{tac},
+            twistd's own).
+        @param tac: Run this C{.tac} file (C{twistd -ny}) instead of the
+            C{stateproto} subcommand.
 
         @param activate: A listening socket to hand over as systemd does
             for socket activation: as file descriptor 3, named C{echo},
@@ -90,7 +96,10 @@ class Server:
         """
         self.case = case
         self.output = bytearray()
-        command = [str(TWISTD), "--pidfile=", "-n", "stateproto", *args]
+        if tac is None:
+            command = [str(TWISTD), "--pidfile=", "-n", "stateproto", *args]
+        else:
+            command = [str(TWISTD), "--pidfile=", "-n", "-y", str(tac), *args]
         if activate is not None:
             # The shell moves the socket from its stdin to fd 3, then execs
             # twistd, which keeps the shell's process ID ($$).
@@ -383,9 +392,9 @@ class ServingTests(SynchronousTestCase):
         self.assertEqual(status, -signal.SIGTERM)
         self.assertIn("1 connections served, 1 refused by max_connections", log)
 
-    def test_every_listen_is_served_tcp_unix_and_ssl(self) -> None:
-        """Repeated --listen serves TCP, UNIX and ssl: endpoints at once,
-        each logged with its bound address."""
+    def test_every_listen_is_served_tcp_unix_ssl_haproxy(self) -> None:
+        """Repeated --listen serves TCP, UNIX, ssl: and haproxy: endpoints at
+        once, each logged with its bound address."""
         server_cert = certificates().server
         socket_dir = Path(tempfile.mkdtemp(prefix="txstateproto-sock-"))
         self.addCleanup(shutil.rmtree, socket_dir, True)
@@ -398,6 +407,8 @@ class ServingTests(SynchronousTestCase):
             f"unix:{path}",
             "--listen",
             f"ssl:0:interface=127.0.0.1:privateKey={server_cert.combined_path}",
+            "--listen",
+            "haproxy:tcp:0:interface=127.0.0.1",
         )
         ssl_port = int(
             server.wait_for(
@@ -405,6 +416,11 @@ class ServingTests(SynchronousTestCase):
             ).group(1)
         )
         server.wait_for(re.compile(re.escape(f"listening on {path} (unix:".encode())))
+        haproxy_port = int(
+            server.wait_for(
+                re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(haproxy:")
+            ).group(1)
+        )
 
         tcp = server.connect()
         tcp.sendall(b"over tcp\n")
@@ -424,8 +440,15 @@ class ServingTests(SynchronousTestCase):
         tls.sendall(b"over tls\n")
         self.assertEqual(read_line(tls), b"over tls\n")
 
+        proxied = socket.create_connection(
+            ("127.0.0.1", haproxy_port), timeout=DEADLINE
+        )
+        self.addCleanup(proxied.close)
+        proxied.sendall(b"PROXY TCP4 192.0.2.1 192.0.2.2 1111 2222\r\nproxied\n")
+        self.assertEqual(read_line(proxied), b"proxied\n")
+
         server.process.send_signal(signal.SIGTERM)
-        for client in [tcp, unix, tls]:
+        for client in [tcp, unix, tls, proxied]:
             self.assertEqual(read_until_eof(client), b"")
             # A TLS close waits for the client's close_notify or its close:
             # close each client as a well-behaved one does on EOF.
@@ -433,7 +456,7 @@ class ServingTests(SynchronousTestCase):
         status, log = server.wait()
         self.assertEqual(status, -signal.SIGTERM)
         self.assertIn(
-            "3 connections served, 0 refused by max_connections, 0 aborted", log
+            "4 connections served, 0 refused by max_connections, 0 aborted", log
         )
         self.assertNotIn("Traceback", log)
 
@@ -453,4 +476,62 @@ class ServingTests(SynchronousTestCase):
         self.assertEqual(read_line(client), b"activated\n")
         status, log = server.stop()
         self.assertEqual(status, -signal.SIGTERM)
+        self.assertNotIn("Traceback", log)
+
+    def test_tls_client_that_never_closes_is_aborted(self) -> None:
+        """A TLS client that neither answers close_notify nor closes is
+        aborted at --shutdown-timeout."""
+        server_cert = certificates().server
+        server = Server(
+            self,
+            "--listen",
+            f"ssl:0:interface=127.0.0.1:privateKey={server_cert.combined_path}",
+            "--shutdown-timeout",
+            "0.2",
+        )
+        context = ssl.create_default_context(cafile=str(certificates().ca.cert_path))
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
+        tls = context.wrap_socket(raw, server_hostname="localhost")
+        self.addCleanup(tls.close)
+        tls.sendall(b"hi\n")
+        self.assertEqual(read_line(tls), b"hi\n")
+        # The client reads nothing more and keeps its socket open.
+        status, log = server.stop()
+        self.assertEqual(status, -signal.SIGTERM)
+        self.assertIn("1 aborted at shutdown_timeout", log)
+        self.assertNotIn("Traceback", log)
+
+
+def _docs_block(containing: str) -> str:
+    """
+    The python code block of C{docs/plugin.md} containing C{containing}.
+    """
+    text = (ROOT / "docs" / "plugin.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    [block] = [b for b in blocks if containing in b]
+    return block
+
+
+class DocsTests(SynchronousTestCase):
+    """
+    The code in C{docs/plugin.md} runs as shown.
+    """
+
+    def test_tac_file_from_docs(self) -> None:
+        """The docs' .tac example serves under twistd -ny and shuts down
+        gracefully."""
+        source = _docs_block("Application(")
+        self.assertIn('"tcp:8000"', source)
+        directory = Path(tempfile.mkdtemp(prefix="txstateproto-tac-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        tac = directory / "echo.tac"
+        tac.write_text(source.replace('"tcp:8000"', '"tcp:0:interface=127.0.0.1"'))
+        server = Server(self, tac=tac, cwd=directory)
+        client = server.connect()
+        client.sendall(b"from a tac\n")
+        self.assertEqual(read_line(client), b"from a tac\n")
+        status, log = server.stop()
+        self.assertEqual(read_until_eof(client), b"")
+        self.assertEqual(status, -signal.SIGTERM)
+        self.assertIn("stopped: 1 connections served", log)
         self.assertNotIn("Traceback", log)

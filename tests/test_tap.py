@@ -69,7 +69,8 @@ def parse(*args: str) -> Options:
 
 class Goodbye(StateProtocol):
     """
-    Echoes lines; on cancel while connected, says BYE and drains it.
+    Echoes lines; on cancel while connected, says BYE and drains it (the
+    handler of docs/plugin.md, with a newline delimiter).
     """
 
     delimiter = b"\n"
@@ -80,8 +81,9 @@ class Goodbye(StateProtocol):
                 line = yield self.read_line()
                 self.write_line(line)
         except CancelledError:
-            self.write_line(b"BYE")
-            yield self.drain()
+            if self.state is ConnectionState.CONNECTED:
+                self.write_line(b"BYE")  # the server is shutting down
+                yield self.drain()
             raise
 
 
@@ -283,15 +285,22 @@ class OptionsTests(SynchronousTestCase):
     def test_under_twistd_error_is_one_line_and_exit_2(self) -> None:
         """As twistd's subcommand, a usage error is one line on stderr and
         exit status 2."""
-        options = Options()
-        options.parent = usage.Options()
-        options.stderr = io.StringIO()
-        with self.assertRaises(SystemExit) as raised:
-            options.parseOptions(["--protocol", "nope"])
-        self.assertEqual(raised.exception.code, 2)
-        text = options.stderr.getvalue()
-        self.assertEqual(text.count("\n"), 1)
-        self.assertTrue(text.startswith("twistd stateproto: error: --protocol 'nope'"))
+        for args in [
+            ["--protocol", "nope"],
+            ["--max-connections", "0"],
+            ["--listen", "bogus:1"],
+            ["--no-such-option"],
+        ]:
+            options = Options()
+            options.parent = usage.Options()
+            stderr = options.stderr = io.StringIO()
+            with self.assertRaises(SystemExit) as raised:
+                options.parseOptions(args)
+            self.assertEqual(raised.exception.code, 2)
+            text = stderr.getvalue()
+            self.assertEqual(text.count("\n"), 1)
+            self.assertTrue(text.startswith("twistd stateproto: error: "), text)
+            self.assertIn(args[0].lstrip("-"), text)
 
     def test_help_lists_every_option(self) -> None:
         """--help text names each option the issue asks for."""
@@ -558,6 +567,38 @@ class ShutdownTests(SynchronousTestCase):
         self.assertEqual(protocol.state, ConnectionState.NOT_CONNECTED)
         protocol.connectionLost()
         self.successResultOf(stopping)
+
+
+class BuiltinEchoTests(SynchronousTestCase):
+    """
+    The built-in C{echo} handler (L{txstateproto._builtin.Echo}).
+    """
+
+    def test_echoes_newline_lines_as_sent(self) -> None:
+        """Each line comes back as sent; a CR before the LF (telnet) stays."""
+        h = ProtocolHarness(Echo())
+        h.feed(b"one\ntwo\r\nthr", chunk_size=3)
+        self.assertEqual(h.take_output(), b"one\ntwo\r\n")
+        h.feed(b"ee\n")
+        self.assertEqual(h.take_output(), b"three\n")
+
+    def test_waits_for_the_peer_to_read(self) -> None:
+        """While the transport's buffer is full, the next line is not echoed."""
+        h = ProtocolHarness(Echo())
+        h.pause_writing()
+        h.feed(b"a\nb\n")
+        self.assertEqual(h.take_output(), b"a\n")
+        h.resume_writing()
+        self.assertEqual(h.take_output(), b"b\n")
+
+    def test_cancel_ends_it_quietly(self) -> None:
+        """Cancelled (shutdown), it writes nothing more and closes."""
+        h = ProtocolHarness(Echo())
+        conversation = h.protocol.conversation
+        assert conversation is not None
+        conversation.cancel()
+        self.assertEqual(h.take_output(), b"")
+        self.assertTrue(h.closed)
 
 
 class DescribeTests(SynchronousTestCase):
