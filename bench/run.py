@@ -840,18 +840,26 @@ def run_frames(results: Results, settings: Settings) -> None:
 def run_tailcall(results: Results, settings: Settings, mode: str) -> None:
     """
     Scenario 4: run C{bench/tailcall.py} (or reuse its last report).
+
+    C{tailcall.py} always writes C{bench/results/tailcall.md}. A C{--quick}
+    run must not replace a full report there (the full run takes 20 minutes
+    and C{--tailcall reuse} embeds it), so in quick mode the previous report
+    is put back afterwards and the quick one is moved to
+    C{bench/results/quick/tailcall.md}.
     """
     if not TAILCALL.exists():
         results.tailcall = (
             "_Not measured: `bench/tailcall.py` is not in this checkout._"
         )
         return
+    report = TAILCALL_REPORT
     if mode == "run":
         command = [sys.executable, str(TAILCALL)]
         if settings.quick:
             command.append("--quick")
         progress("scenario 4: " + " ".join(command))
         env = dict(os.environ, PYTHONPATH=str(REPO))
+        previous = TAILCALL_REPORT.read_bytes() if TAILCALL_REPORT.exists() else None
         try:
             done = subprocess.run(
                 command,
@@ -864,12 +872,21 @@ def run_tailcall(results: Results, settings: Settings, mode: str) -> None:
             )
         except subprocess.TimeoutExpired as e:
             raise BenchError(f"bench/tailcall.py took over {TAILCALL_TIMEOUT} s") from e
+        finally:
+            if settings.quick:
+                report = RESULTS / "quick" / "tailcall.md"
+                report.parent.mkdir(parents=True, exist_ok=True)
+                report.unlink(missing_ok=True)
+                if TAILCALL_REPORT.exists():
+                    TAILCALL_REPORT.replace(report)
+                if previous is not None:
+                    TAILCALL_REPORT.write_bytes(previous)
         if done.returncode != 0:
             raise BenchError(f"bench/tailcall.py exited {done.returncode}")
-    if not TAILCALL_REPORT.exists():
+    if not report.exists():
         results.tailcall = "_Not measured: `bench/tailcall.py` wrote no report._"
         return
-    text = TAILCALL_REPORT.read_text(encoding="utf-8")
+    text = report.read_text(encoding="utf-8")
     # Its title becomes a sub-heading of ours.
     results.tailcall = re.sub(r"^# ", "### ", text, count=1, flags=re.MULTILINE)
 
@@ -1782,7 +1799,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--tailcall",
         choices=["run", "reuse", "skip"],
         default="run",
-        help="scenario 4: run bench/tailcall.py, reuse its last report, or skip",
+        help="scenario 4: run bench/tailcall.py, reuse its last report, or skip; "
+        "with --from-json, reuse re-embeds the current report",
     )
     parser.add_argument("--out", type=Path, help="where to write benchmarks.md/.png")
     parser.add_argument(
@@ -1837,6 +1855,10 @@ def main(argv: Sequence[str]) -> int:
     peers = PEERS
     if options.from_json:
         results = load_json(options.from_json)
+        if options.tailcall == "reuse":
+            # Re-render with the current tailcall.py report.
+            run_tailcall(results, settings, "reuse")
+            results.settings["tailcall"] = "reuse"
     else:
         sections = {s.strip() for s in options.only.split(",") if s.strip()}
         unknown = sections - set(SECTIONS)
