@@ -391,6 +391,27 @@ class BadInputTests(_ErrorCase):
         _, reader = _reader(b"A" * _INLINE_MAX + b"\n", chunk_size=4096)
         self.assertEqual(reader.commands, [[b"A" * _INLINE_MAX]])
 
+    def test_long_line_refused_whatever_the_chunking(self) -> None:
+        """Over 64 KiB is refused even when the line end is in the same read."""
+        self.assert_refused(
+            b"A" * (_INLINE_MAX + 1) + b"\n", "Protocol error: too big inline request"
+        )
+        self.assert_refused(
+            b"*" + b"1" * _INLINE_MAX + b"\r\n",
+            "Protocol error: too big mbulk count string",
+        )
+        self.assert_refused(
+            b"*1\r\n$" + b"1" * _INLINE_MAX + b"\r\n",
+            "Protocol error: too big bulk count string",
+        )
+
+    def test_header_of_64_kib_is_judged_on_its_value(self) -> None:
+        """A count header of exactly 64 KiB before its CR is parsed, and
+        refused as a number."""
+        self.assert_refused(
+            b"*" + b"1" * (_INLINE_MAX - 1) + b"\r\n", _INVALID_MULTIBULK
+        )
+
     def test_count_line_too_long(self) -> None:
         """64 KiB of count without CR wait; one more is a too big mbulk count."""
         h, reader = self.assert_waiting(b"*" + b"1" * (_INLINE_MAX - 1))
