@@ -1502,13 +1502,73 @@ def targets_section(results: Results) -> str:
             verdict(ceiling, CEILING_TARGET, higher=True),
         ]
     )
+    rows += frames_targets(results)
     return (
         "Issue 9's targets against this run (medians of the per-run ratios, "
-        f"min{DASH}max). The Int32 frame targets are in scenario 2 and the tail "
-        "call ones in scenario 4.\n\n"
+        f"min{DASH}max). The tail call targets are in scenario 4.\n\n"
         + table(["what", "target", "measured", "status"], rows)
         + "\n"
     )
+
+
+def frame_ratios(frames: Any) -> list[tuple[str, list[float]]]:
+    """
+    Per echo cell of C{frames.py}'s JSON, ours over C{Int32StringReceiver}'s.
+    """
+    try:
+        return [
+            (cell, [float(v) for v in data["ratio"]["values"]])
+            for cell, data in frames["echo"].items()
+        ]
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
+def frames_targets(results: Results) -> list[list[str]]:
+    """
+    The Int32 frame targets' rows, from C{frames.py}'s JSON.
+
+    Linear time is taken as: the large frame's time grows from the small
+    size to the large one by at most 1.25 times what linear would be, or
+    what the floor (appending each read, one copy) grew by if that is more.
+    """
+    frames = results.frames
+    if frames is None:
+        return [["StateProtocol, Int32 frames", "(scenario 2)", "n/a", "not measured"]]
+    rows = []
+    size = frames.get("settings", {}).get("frame_size", "?")
+    for cell, ratios in frame_ratios(frames):
+        rows.append(
+            [
+                f"StateProtocol, {size} B frames, {cell}",
+                f"{GEQ} 1.0{TIMES} `Int32StringReceiver`",
+                fmt_ratio(ratios),
+                verdict(ratios, 1.0, higher=True),
+            ]
+        )
+    try:
+        growth = frames["large_growth"]
+        small, large = growth["sizes"]
+        linear = float(growth["linear_would_be"])
+        ours = float(growth["stateproto"]["median"])
+        theirs = float(growth["int32"]["median"])
+        floor = float(growth.get("floor", {}).get("median", linear))
+    except (KeyError, TypeError, ValueError):
+        return rows
+    bound = 1.25 * max(linear, floor)
+    rows.append(
+        [
+            f"StateProtocol, one frame in 64 KiB reads, {small >> 20} MiB vs "
+            f"{large >> 20} MiB",
+            f"linear: time grows {LEQ} {bound:.1f}{TIMES} (1.25 {TIMES} "
+            f"max(linear {linear:g}, floor {floor:.1f}))",
+            f"grows {ours:.1f}{TIMES} (`Int32StringReceiver` {theirs:.1f}{TIMES})",
+            "met"
+            if ours <= bound
+            else f"**missed**: grows {ours / linear:.1f}{TIMES} linear",
+        ]
+    )
+    return rows
 
 
 def elapsed_line(settings: dict[str, Any]) -> str:
@@ -1675,11 +1735,14 @@ def chart(results: Results, peers: Sequence[Peer], path: Path) -> bool:
     groups.append(("churn", "churn", "churn\nconnect, line, close"))
     groups = [g for g in groups if results.values(g[0], g[1], BASELINE)]
     memory = results.values("memory", "idle", BASELINE)
+    framed = frame_ratios(results.frames) if results.frames is not None else []
     fig, axes = plt.subplots(
         1,
-        2,
-        figsize=(14, 5.5),
-        gridspec_kw={"width_ratios": [max(len(groups), 1), 1.6]},
+        3 if framed else 2,
+        figsize=(17 if framed else 14, 5.5),
+        gridspec_kw={
+            "width_ratios": [max(len(groups), 1), 1.6, *([1.6] if framed else [])]
+        },
     )
     colors = plt.get_cmap("tab10")
     width = 0.8 / max(len(others), 1)
@@ -1719,6 +1782,29 @@ def chart(results: Results, peers: Sequence[Peer], path: Path) -> bool:
         mem_axes.set_xticklabels(["idle connection\nRSS per connection"], fontsize=8)
     mem_axes.set_ylabel("ratio to Twisted LineReceiver (lower is better)")
     mem_axes.set_title("Memory per idle connection")
+    if framed:
+        frame_axes = axes[2]
+        medians = [statistics.median(r) for _, r in framed]
+        frame_axes.bar(
+            range(len(framed)),
+            medians,
+            0.5,
+            yerr=[
+                [m - min(r) for m, (_, r) in zip(medians, framed, strict=True)],
+                [max(r) - m for m, (_, r) in zip(medians, framed, strict=True)],
+            ],
+            capsize=2,
+            color=colors(0),
+            label=PEER_BY_KEY["stateproto"].label,
+        )
+        frame_axes.axhline(1.0, color="black", linewidth=1, linestyle="--")
+        frame_axes.set_xticks(range(len(framed)))
+        frame_axes.set_xticklabels(
+            [cell.replace(" x ", "\n", 1) for cell, _ in framed], fontsize=8
+        )
+        frame_axes.set_ylabel("ratio to Int32StringReceiver (higher is better)")
+        size = results.frames.get("settings", {}).get("frame_size", "?")
+        frame_axes.set_title(f"Int32 frames, {size} B")
     runs = results.settings.get("runs", "?")
     fig.suptitle(
         f"txstateproto vs peers, median of {runs} runs (bars: min{DASH}max); "
