@@ -13,7 +13,9 @@ reactor check fails a test that leaves a timer or a socket behind.
 
 from __future__ import annotations
 
+import random
 import socket
+from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -27,12 +29,19 @@ from twisted.internet.endpoints import (
     connectProtocol,
 )
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import Body, capture_log
-from txstateproto import ConnectionState, EndOfStreamError, StateProtocol, coroutine
+from txstateproto import (
+    ConnectionState,
+    EndOfStreamError,
+    StateProtocol,
+    coroutine,
+    noreturn,
+)
 
 Test = Generator[Any, Any, None]
 
@@ -164,6 +173,149 @@ class EchoClient(StateProtocol):
             self.replies.append((yield self.read_line(timeout=30)))
         self.write_line(b"QUIT")
         yield self.read_some()
+
+
+class ChunkedSender(Collector):
+    """
+    A plain Twisted client that sends its chunks one per reactor turn, with
+    Nagle's algorithm off, so that they leave as separate segments and the
+    server reads them in varying pieces; it collects what comes back.
+    """
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        super().__init__()
+        self.chunks = deque(chunks)
+        self._next: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        """
+        Turn Nagle off and start sending.
+        """
+        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+        self._send()
+
+    def _send(self) -> None:
+        """
+        Send the next chunk, and schedule the one after for the next turn.
+        """
+        self._next = None
+        if self.chunks:
+            self.transport.write(self.chunks.popleft())  # type: ignore[union-attr]
+            self._next = reactor.callLater(0, self._send)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Stop sending, then report the end.
+        """
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
+        super().connectionLost(reason)
+
+
+class Flood(Collector):
+    """
+    A plain Twisted client that streams C{total} bytes without a newline as
+    a pull producer (one block each time the transport's buffer empties, so
+    the client's own memory stays constant), then closes.
+
+    @ivar sent: How many bytes it has handed to the transport.
+    """
+
+    block = b"x" * (256 * 1024)
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        self.sent = 0
+
+    def connectionMade(self) -> None:
+        """
+        Register as a pull producer: the transport asks for each block.
+        """
+        self.transport.registerProducer(self, False)  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        """
+        Write the next block, or close once everything is sent.
+        """
+        transport: Any = self.transport
+        left = self.total - self.sent
+        if left <= 0:
+            transport.unregisterProducer()
+            transport.loseConnection()
+            return
+        data = self.block if left >= len(self.block) else self.block[:left]
+        self.sent += len(data)
+        transport.write(data)
+
+    def stopProducing(self) -> None:
+        """
+        The connection is going away; C{connectionLost} reports it.
+        """
+
+
+class ReactorSnapshot:
+    """
+    What the global reactor holds at one moment (timers, readers, writers),
+    to compare with later: the test's own machinery (trial's timeout call,
+    the reactor's waker) is in both and cancels out.
+    """
+
+    def __init__(self) -> None:
+        # Keep the objects, not only their ids, so that the ids stay unique.
+        self.calls = list(reactor.getDelayedCalls())
+        self.readers = list(reactor.getReaders())
+        self.writers = list(reactor.getWriters())
+
+    def new_calls(self) -> list[IDelayedCall]:
+        """
+        The timers scheduled since the snapshot and still pending.
+        """
+        old = {id(c) for c in self.calls}
+        return [c for c in reactor.getDelayedCalls() if id(c) not in old]
+
+    def new_readers(self) -> set[object]:
+        """
+        The readers added since the snapshot.
+        """
+        old = {id(r) for r in self.readers}
+        return {r for r in reactor.getReaders() if id(r) not in old}
+
+    def new_writers(self) -> set[object]:
+        """
+        The writers added since the snapshot.
+        """
+        old = {id(w) for w in self.writers}
+        return {w for w in reactor.getWriters() if id(w) not in old}
+
+
+def _random_stream(rng: random.Random, client: int) -> list[bytes]:
+    """
+    A client's lines: 10 to 40, each unique (client and line number first),
+    then up to 200 random bytes that may include a lone carriage return but
+    never a line feed.
+    """
+    alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 \r"
+    return [
+        b"%d:%d:" % (client, n)
+        + bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 200)))
+        for n in range(rng.randint(10, 40))
+    ]
+
+
+def _random_chunks(rng: random.Random, data: bytes) -> list[bytes]:
+    """
+    Split C{data} at random points: many single bytes (so delimiters split),
+    and pieces up to 1 KiB.
+    """
+    chunks = []
+    pos = 0
+    while pos < len(data):
+        size = rng.choice([1, 1, 2, rng.randint(3, 64), rng.randint(65, 1024)])
+        chunks.append(data[pos : pos + size])
+        pos += size
+    return chunks
 
 
 class LoopbackTests(TestCase):
@@ -442,3 +594,183 @@ class LoopbackTests(TestCase):
         reason = yield client.lost
         self.assertEqual(bytes(client.received), b"got 65536")
         self.assertIsInstance(reason, ConnectionDone)
+
+
+class IssueLoopbackTests(TestCase):
+    """
+    The three loopback tests issue 4 asks for: many concurrent clients with
+    random chunking, a disconnect while the handler waits on a sub-request,
+    and a flood without a newline.
+    """
+
+    timeout = 60
+
+    @coroutine
+    def _listen_on(self, factory: Factory, backlog: int = 50) -> Test:
+        """
+        Listen with C{factory} on 127.0.0.1; return the port. It is closed
+        in the test's clean-up.
+        """
+        endpoint = TCP4ServerEndpoint(
+            reactor, 0, backlog=backlog, interface="127.0.0.1"
+        )
+        port = yield endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        return port
+
+    @coroutine
+    def test_echo_to_100_concurrent_clients_with_random_chunking(self) -> Test:
+        """
+        A line echo served by C{Factory.forProtocol} to 100 clients at once,
+        each sending its lines in random chunks (split delimiters included)
+        one chunk per reactor turn, echoes every byte to each client in
+        order, and closes each connection cleanly on C{QUIT}.
+        """
+        clients_count = 100
+        rng = random.Random(20261125)
+        servers: list[StateProtocol] = []
+        open_now = [0, 0]  # connections open now, most open at once
+        chunk_ends: list[bool] = []  # per server read: did it end mid-line?
+
+        class LineEcho(Echo):
+            def connectionMade(self) -> None:
+                servers.append(self)
+                open_now[0] += 1
+                open_now[1] = max(open_now)
+                super().connectionMade()
+
+            def dataReceived(self, data: bytes) -> None:
+                chunk_ends.append(not data.endswith(b"\r\n"))
+                super().dataReceived(data)
+
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                open_now[0] -= 1
+                super().connectionLost(reason)
+
+        # A backlog above the client count: no SYN waits for a retry.
+        port = yield self._listen_on(Factory.forProtocol(LineEcho), backlog=128)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        expected: list[bytes] = []
+        clients: list[ChunkedSender] = []
+        for i in range(clients_count):
+            lines = _random_stream(rng, i)
+            stream = b"".join(line + b"\r\n" for line in lines)
+            expected.append(stream)
+            clients.append(ChunkedSender(_random_chunks(rng, stream + b"QUIT\r\n")))
+        yield gatherResults([connectProtocol(endpoint, c) for c in clients])
+        reasons = yield gatherResults([c.lost for c in clients])
+        yield gatherResults([s.when_closed() for s in servers])
+        self.assertEqual(len(servers), clients_count)
+        self.assertEqual(open_now[1], clients_count)
+        wrong = [i for i, c in enumerate(clients) if bytes(c.received) != expected[i]]
+        self.assertEqual(wrong, [])
+        self.assertEqual(
+            {type(r) for r in reasons},
+            {ConnectionDone},
+        )
+        # The chunking reached the server: some reads ended inside a line.
+        self.assertIn(True, chunk_ends)
+
+    @coroutine
+    def _disconnect_during_sub_request(
+        self, disconnect: Callable[[Any], None], reason_type: type[Exception]
+    ) -> Test:
+        """
+        Serve a handler that waits on a sub-request two coroutines down,
+        with a side task, an idle timer and the reactor as its clock;
+        disconnect the client with C{disconnect(transport)} while it waits,
+        and check that nothing is left in the reactor.
+        """
+        events = capture_log(self)
+        # One turn first: trial schedules its timeout call only once the
+        # test method has returned its Deferred.
+        yield _turns(1)
+        snapshot = ReactorSnapshot()
+        order: list[str] = []
+        waiting: Deferred[None] = Deferred()
+
+        def lookup(key: bytes) -> Deferred[bytes]:
+            # The backend: answers after a minute unless cancelled.
+            def cancel(d: Deferred[bytes]) -> None:
+                order.append("canceller")
+                call.cancel()
+
+            d: Deferred[bytes] = Deferred(cancel)
+            call = reactor.callLater(60, d.callback, b"value of " + key)
+            waiting.callback(None)
+            return d
+
+        @coroutine
+        def fetch(key: bytes) -> Body:
+            try:
+                return (yield lookup(key))
+            finally:
+                order.append("fetch finally")
+
+        class Handler(StateProtocol):
+            idle_timeout = 600
+
+            def start(self) -> Body:
+                self.spawn(self.heartbeat())
+                key = yield self.read_line(timeout=60)
+                noreturn(self.serve(key))
+
+            def heartbeat(self) -> Body:
+                try:
+                    while True:
+                        yield self.sleep(30)
+                finally:
+                    order.append("heartbeat finally")
+
+            def serve(self, key: bytes) -> Body:
+                try:
+                    self.write_line((yield fetch(key)))
+                finally:
+                    order.append("serve finally")
+
+        factory = Recorder(Handler)
+        port = yield self._listen_on(factory)
+        client = Collector(b"key\r\n")
+        yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client
+        )
+        server = yield factory.first
+        yield waiting
+        # The sub-request's timer, the heartbeat's sleep and the idle timer;
+        # the listening port and both ends of the connection.
+        self.assertEqual(len(snapshot.new_calls()), 3)
+        self.assertEqual(
+            snapshot.new_readers(), {port, server.transport, client.transport}
+        )
+        disconnect(client.transport)
+        yield gatherResults([server.when_closed(), client.lost])
+        self.assertEqual(
+            order,
+            ["canceller", "fetch finally", "serve finally", "heartbeat finally"],
+        )
+        self.assertTrue(server.disconnect_reason.check(reason_type))  # type: ignore[union-attr]
+        self.assertEqual(snapshot.new_calls(), [])
+        self.assertEqual(snapshot.new_readers(), {port})
+        self.assertEqual(snapshot.new_writers(), set())
+        self.assertEqual(events, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_client_close_cancels_the_sub_request(self) -> Deferred[None]:
+        """
+        A client that closes (FIN) while the handler waits on a sub-request
+        gets the sub-request's canceller called, every C{finally} run
+        innermost first, nothing logged, and leaves no timer, reader or
+        writer in the reactor but the listening port.
+        """
+        return self._disconnect_during_sub_request(
+            lambda transport: transport.loseConnection(), ConnectionDone
+        )
+
+    def test_client_abort_cancels_the_sub_request(self) -> Deferred[None]:
+        """
+        The same holds for a client that aborts (RST): the server's
+        C{disconnect_reason} is then a L{ConnectionLost}.
+        """
+        return self._disconnect_during_sub_request(
+            lambda transport: transport.abortConnection(), ConnectionLost
+        )
