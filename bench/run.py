@@ -335,7 +335,10 @@ class Server:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self._log = (RESULTS / f"server-{peer.key}.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, str(SERVERS / peer.script)],
+            # --exit-on-eof: the server stops when this pipe closes, so a
+            # driver that is killed leaves no server behind.
+            [sys.executable, str(SERVERS / peer.script), "--exit-on-eof"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=env,
@@ -385,8 +388,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
         self._log.close()
 
 

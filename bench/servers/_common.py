@@ -13,14 +13,24 @@ reads its memory from C{/proc} and drives it with C{lineblast}.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from twisted.internet.protocol import Protocol
 
-__all__ = ["BACKLOG", "announce", "parse_args", "raise_file_limit", "serve_twisted"]
+__all__ = [
+    "BACKLOG",
+    "announce",
+    "exit_on_eof",
+    "parse_args",
+    "raise_file_limit",
+    "serve_twisted",
+]
 
 #: The listen backlog: high enough that 5,000 idle connections opened in
 #: windows of 256 never overflow the accept queue (each framework's default,
@@ -33,13 +43,40 @@ def parse_args(description: str) -> argparse.Namespace:
     Parse the common command line and raise the file limit.
 
     @param description: What the server is, for C{--help}.
-    @return: The options (C{port}).
+    @return: The options (C{port}, C{exit_on_eof}).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument(
+        "--exit-on-eof",
+        action="store_true",
+        help="stop (as on SIGTERM) when standard input reaches its end: the "
+        "driver holds a pipe open, so a driver that dies takes the server along",
+    )
     options = parser.parse_args()
     raise_file_limit()
+    if options.exit_on_eof:
+        exit_on_eof()
     return options
+
+
+def exit_on_eof() -> None:
+    """
+    Send ourselves SIGTERM once standard input reaches its end.
+
+    The driver starts each server in a session of its own, so a signal for
+    its terminal's process group does not reach the server; this way a
+    driver that is killed still leaves no server behind. A daemon thread
+    blocks reading standard input; on end of input it raises SIGTERM, which
+    every server handles by stopping its reactor or event loop.
+    """
+
+    def wait() -> None:
+        while sys.stdin.buffer.read(65536):
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait, name="exit-on-eof", daemon=True).start()
 
 
 def raise_file_limit() -> None:
