@@ -131,7 +131,7 @@ class BasicsTests(SynchronousTestCase):
         self.assertIsNone(buf.take_until(b"\n", 100))
         buf.clear()
         self.assertEqual(len(buf), 0)
-        self.assertEqual(buf._data, bytearray())
+        self.assertEqual(buf._data, b"")
         buf.append(b"x\n")
         self.assertEqual(buf.take_until(b"\n", 100), b"x")
 
@@ -585,7 +585,7 @@ class TakeAllTests(SynchronousTestCase):
         self.assertEqual(result, b"bcdef")
         self.assertIs(type(result), bytes)
         self.assertFalse(buf)
-        self.assertEqual(buf._data, bytearray())
+        self.assertEqual(buf._data, b"")
 
     def test_from_offset_zero(self) -> None:
         """
@@ -657,6 +657,110 @@ class PeekTests(SynchronousTestCase):
         self.assertEqual(buf.peek(10**6), payload)
         self.assertEqual(buf.peek(len(payload) - 1), payload[:-1])
         self.assertEqual(len(buf), len(payload))
+
+
+class RepresentationTests(SynchronousTestCase):
+    """
+    A chunk is kept as it arrived while it holds whole messages, joined in an
+    array only when a message straddles chunks, and dropped once consumed.
+    """
+
+    def test_chunk_is_adopted_without_copy(self) -> None:
+        """
+        A chunk appended to an empty buffer is kept as it is, and lines are
+        sliced out of it.
+        """
+        chunk = b"one\r\ntwo\r\n"
+        buf = ReceiveBuffer()
+        buf.append(chunk)
+        self.assertIs(buf._data, chunk)
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"one")
+        self.assertIs(buf._data, chunk)
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"two")
+
+    def test_take_some_of_a_whole_chunk_returns_it(self) -> None:
+        """
+        C{take_some} of a whole adopted chunk returns the chunk itself.
+        """
+        chunk = b"abcdef"
+        buf = ReceiveBuffer()
+        buf.append(chunk)
+        self.assertIs(buf.take_some(100), chunk)
+        self.assertFalse(buf)
+
+    def test_mutable_chunk_is_copied(self) -> None:
+        """
+        A C{bytearray} chunk is copied, so the caller may reuse it at once.
+        """
+        chunk = bytearray(b"abc\n")
+        buf = ReceiveBuffer()
+        buf.append(chunk)  # type: ignore[arg-type]
+        chunk[:] = b"xyz\n"
+        self.assertIs(type(buf._data), bytes)
+        self.assertEqual(buf.take_until(b"\n", 100), b"abc")
+
+    def test_straddling_message_joins_in_an_array(self) -> None:
+        """
+        A chunk arriving while part of the previous one is unread is joined
+        with that remainder in an array, and later chunks extend the array.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"done\npart")
+        self.assertEqual(buf.take_until(b"\n", 100), b"done")
+        self.assertIsNone(buf.take_until(b"\n", 100))
+        buf.append(b"ial")
+        self.assertIs(type(buf._data), bytearray)
+        self.assertEqual(buf._data, b"partial")
+        array = buf._data
+        buf.append(b"\nnext")
+        self.assertIs(buf._data, array)
+        self.assertEqual(buf.take_until(b"\n", 100), b"partial")
+        self.assertEqual(buf.take_all(), b"next")
+
+    def test_waiting_reader_holds_no_chunk(self) -> None:
+        """
+        A take that finds the buffer fully consumed drops the chunk, so a
+        reader waiting for the next line keeps no received bytes alive.
+        """
+        for take in (
+            lambda b: b.take_until(b"\n", 100),
+            lambda b: b.take_exactly(1),
+            lambda b: b.take_some(1),
+        ):
+            buf = ReceiveBuffer()
+            buf.append(b"line\n" * 100)
+            while buf.take_until(b"\n", 100) is not None:
+                pass
+            self.assertEqual(buf._data, b"")
+            self.assertIsNone(take(buf))
+            self.assertEqual(buf._data, b"")
+
+    def test_consumed_array_is_dropped(self) -> None:
+        """
+        Once an array is fully consumed and a take finds nothing, the buffer
+        goes back to adopting chunks.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"ab")
+        self.assertEqual(buf.take_exactly(1), b"a")
+        buf.append(b"c")
+        self.assertIs(type(buf._data), bytearray)
+        self.assertEqual(buf.take_exactly(2), b"bc")
+        self.assertIsNone(buf.take_exactly(1))
+        self.assertIs(type(buf._data), bytes)
+        chunk = b"next chunk"
+        buf.append(chunk)
+        self.assertIs(buf._data, chunk)
+
+    def test_partial_take_leaves_chunk_in_place(self) -> None:
+        """
+        A take that cannot be satisfied while bytes are unread keeps them.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abc")
+        self.assertIsNone(buf.take_exactly(4))
+        self.assertIsNone(buf.take_until(b"\n", 100))
+        self.assertEqual(buf.take_all(), b"abc")
 
 
 class CostTests(SynchronousTestCase):
@@ -924,6 +1028,8 @@ class SplitStreamTests(SynchronousTestCase):
 _OPERATIONS = st.lists(
     st.one_of(
         st.tuples(st.just("append"), st.binary(max_size=12) | _PIECES),
+        # A mutable chunk, which the buffer must copy rather than adopt.
+        st.tuples(st.just("append"), st.binary(max_size=12).map(bytearray)),
         st.tuples(st.just("exactly"), st.integers(0, 8)),
         st.tuples(st.just("some"), st.integers(1, 8)),
         st.tuples(st.just("until"), st.sampled_from(_DELIMITERS), st.integers(0, 8)),
@@ -952,9 +1058,12 @@ class MixedOperationsTests(SynchronousTestCase):
             name = operation[0]
             if name == "append":
                 data = operation[1]
-                assert isinstance(data, bytes)
-                buf.append(data)
+                assert isinstance(data, (bytes, bytearray))
+                buf.append(data)  # type: ignore[arg-type]
                 model += data
+                if isinstance(data, bytearray):
+                    # The caller reusing its array must not change the buffer.
+                    data[:] = b"!" * len(data)
             elif name == "exactly":
                 n = operation[1]
                 assert isinstance(n, int)

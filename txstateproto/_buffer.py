@@ -25,26 +25,43 @@ Operations
 Representation
 ==============
 
-A C{bytearray} plus a read offset C{_start}: bytes before it are consumed. A
-read only moves the offset, so taking a line never moves the bytes after it.
-The consumed prefix is deleted (compaction) in L{ReceiveBuffer.append}, and
-only when it is more than half of the array and more than
-C{_COMPACT_MIN} bytes, so the copy of the remainder is paid for by at
-least as many consumed bytes.
+C{_data} plus a read offset C{_start}: bytes before the offset are consumed.
+C{_data} is one of two things:
 
-C{_searched} is an absolute index into the array with the invariant "no
+  - the C{bytes} chunk the transport delivered, kept as it is. When a chunk
+    arrives, nothing is left unread and no array is in use, the buffer
+    adopts the chunk without copying,
+    and every take is one slice of it (a new C{bytes}, one copy). This is the
+    common case: a chunk holding whole messages.
+  - a C{bytearray}, once bytes must be joined: a chunk arrives while part of
+    the previous one is unread (a message split across reads). The unread
+    remainder is copied into the array once and later chunks are appended to
+    it (even once it is consumed, until a take drops it as below), so a slow
+    drip costs amortised O(1) per byte. The consumed prefix is
+    deleted (compaction) in L{ReceiveBuffer.append}, and only when it is more
+    than half of the array and more than C{_COMPACT_MIN} bytes, so the copy
+    of the remainder is paid for by at least as many consumed bytes.
+
+A take never moves the bytes after it, only the offset. When a take cannot
+be satisfied and finds the buffer fully consumed (the reader is about to
+wait), C{_data} is dropped (replaced by C{b""}), so an idle connection holds
+no chunk and no array.
+
+C{_searched} is an absolute index into C{_data} with the invariant "no
 occurrence of C{_delimiter} starts in C{[_start, _searched)}". A search for
 the same delimiter begins at C{max(_start, _searched)}; an unsuccessful
 search over C{[pos, end)} sets C{_searched} to C{end - len(delimiter) + 1},
 so an occurrence split across two appends is still found. Taking bytes
 cannot break the invariant (the bytes after the offset do not change, and
 the clamp to C{_start} handles an index left behind), so takes leave it
-alone; a different delimiter resets it, and compaction shifts it.
+alone; a different delimiter resets it, and compaction and the switch to an
+array shift it.
 
 Goals
 =====
 
-  - Results are C{bytes}, copied once (see C{_copy_large} for how).
+  - Results are C{bytes}, copied once from a chunk (twice for short results
+    from the array: see C{_LARGE_COPY}).
   - Limits are checked before anything is copied: an over-long line raises
     without consuming or copying a byte.
   - Linear total cost and bounded memory whatever the peer does (below).
@@ -52,15 +69,15 @@ Goals
 The denial-of-service argument
 ==============================
 
-Time. Each byte is copied into the array once by C{append} (C{bytearray}
-grows geometrically, so amortised O(1)), copied out once by the take that
-consumes it, and moved at most once by compaction, which moves fewer bytes
-than it discards. A search never rescans: a peer dripping one byte at a
-time with no delimiter makes each search examine only the new byte plus
-C{len(delimiter) - 1} bytes of overlap, so n bytes cost O(n * len(delimiter))
-in all, not O(n**2). The search window is capped at C{limit +
-len(delimiter)} bytes from the read offset, so even a 100 MB buffer without
-a delimiter costs one bounded scan.
+Time. Each byte is copied into the array at most once (when its chunk is joined
+with a later one; C{bytearray} grows geometrically, so amortised O(1)), copied
+out once by the take that consumes it, and moved at most once by compaction,
+which moves fewer bytes than it discards. A search never rescans: a peer
+dripping one byte at a time with no delimiter makes each search examine only
+the new byte plus C{len(delimiter) - 1} bytes of overlap, so n bytes cost O(n *
+len(delimiter)) in all, not O(n**2). The search window is capped at C{limit +
+len(delimiter)} bytes from the read offset, so even a 100 MB buffer without a
+delimiter costs one bounded scan.
 
 Memory. L{ReceiveBuffer.take_until} raises L{LineTooLongError} as soon as
 C{max_length + len(delimiter)} bytes are buffered without a delimiter
@@ -105,7 +122,7 @@ class ReceiveBuffer:
 
     __slots__ = ("_data", "_delimiter", "_searched", "_start")
 
-    _data: bytearray
+    _data: bytes | bytearray
     _start: int
     _searched: int
     _delimiter: bytes
@@ -114,12 +131,16 @@ class ReceiveBuffer:
         """
         Create an empty buffer.
         """
-        self._data = bytearray()
+        # A received chunk kept as it is, or an array once chunks are joined.
+        self._data = b""
         # Read offset: bytes before it are consumed.
         self._start = 0
         # No occurrence of self._delimiter starts in [self._start, self._searched).
         self._searched = 0
-        self._delimiter = b""
+        # Never empty, so that an empty delimiter always takes the checking
+        # branch of a search; any starting value is correct, since the
+        # search index starts at the offset.
+        self._delimiter = b"\r\n"
 
     def __len__(self) -> int:
         """
@@ -149,14 +170,35 @@ class ReceiveBuffer:
         """
         Add received bytes after those already buffered.
 
-        Before growing, drops the consumed prefix if it is more than half of
-        the array and more than C{_COMPACT_MIN} bytes (see the module
-        docstring for why this keeps memory bounded and time linear).
+        If the buffer holds no array and nothing is unread, the chunk itself
+        becomes the buffer (no copy). Otherwise it is joined to the unread
+        bytes in an array; before the array grows, the consumed prefix is
+        dropped if it is more than half of the array and more than
+        C{_COMPACT_MIN} bytes (see the module docstring for why this keeps
+        memory bounded and time linear).
 
         @param data: The bytes the transport delivered (may be empty).
         """
         buf = self._data
         start = self._start
+        if isinstance(buf, bytes):
+            if start >= len(buf):
+                # Nothing unread: adopt the chunk. Any other type (a
+                # bytearray or memoryview a caller may reuse) is copied.
+                self._data = data if type(data) is bytes else bytes(data)
+                self._start = 0
+                self._searched = 0
+            elif data:
+                # A message straddles chunks: join from here on, copying the
+                # unread remainder once.
+                array = bytearray(buf[start:] if start else buf)
+                array += data
+                self._data = array
+                self._start = 0
+                searched = self._searched - start
+                self._searched = searched if searched > 0 else 0
+            return
+        # An array (until a take finds it fully consumed and drops it).
         if start > _COMPACT_MIN and start > len(buf) >> 1:
             # O(1) in CPython (it moves bytearray's logical start); the move of
             # the remainder happens at the next growth and is bounded by start.
@@ -166,40 +208,14 @@ class ReceiveBuffer:
             self._searched = searched if searched > 0 else 0
         buf += data
 
-    def _search(self, delimiter: bytes, limit: int) -> int:
+    def _release_if_empty(self) -> None:
         """
-        Find the first C{delimiter} starting within C{limit} of the offset.
-
-        Shared by L{find} and L{take_until}; does not validate its arguments.
-
-        @param delimiter: A non-empty delimiter.
-        @param limit: The largest offset, relative to the read offset, at
-            which a match may start.
-        @return: The absolute index of the match in C{_data}, or C{-1}.
+        Drop a fully consumed chunk or array, so an idle reader holds none.
         """
-        data = self._data
-        start = self._start
-        if delimiter == self._delimiter:
-            pos = self._searched
-            if pos < start:
-                pos = start
-        else:
-            self._delimiter = delimiter
-            pos = start
-        size = len(delimiter)
-        end = start + limit + size
-        found = data.find(delimiter, pos, end)
-        if found >= 0:
-            # Lets a repeated find() without a take resume at the match.
-            self._searched = found
-        else:
-            # A match may straddle the end of what is here: back off size - 1.
-            stop = len(data)
-            if end < stop:
-                stop = end
-            stop -= size - 1
-            self._searched = stop if stop > pos else pos
-        return found
+        if self._start >= len(self._data):
+            self._data = b""
+            self._start = 0
+            self._searched = 0
 
     def find(self, delimiter: bytes, limit: int) -> int:
         """
@@ -223,8 +239,29 @@ class ReceiveBuffer:
             raise ValueError("delimiter must not be empty")
         if limit < 0:
             raise ValueError(f"limit must be >= 0, not {limit}")
-        found = self._search(delimiter, limit)
-        return found - self._start if found >= 0 else -1
+        data = self._data
+        start = self._start
+        if delimiter == self._delimiter:
+            pos = self._searched
+            if pos < start:
+                pos = start
+        else:
+            self._delimiter = delimiter
+            pos = start
+        size = len(delimiter)
+        end = start + limit + size
+        found = data.find(delimiter, pos, end)
+        if found >= 0:
+            # Lets a repeated find() without a take resume at the match.
+            self._searched = found
+            return found - start
+        # A match may straddle the end of what is here: back off size - 1.
+        stop = len(data)
+        if end < stop:
+            stop = end
+        stop -= size - 1
+        self._searched = stop if stop > pos else pos
+        return -1
 
     def take_until(
         self,
@@ -257,23 +294,48 @@ class ReceiveBuffer:
         @raise ValueError: If C{delimiter} is empty or C{max_length} is
             negative.
         """
-        if not delimiter:
+        # The search of find(), inlined: this is every line read's path.
+        data = self._data
+        start = self._start
+        if delimiter == self._delimiter:
+            pos = self._searched
+            if pos < start:
+                pos = start
+        elif not delimiter:
             raise ValueError("delimiter must not be empty")
-        found = self._search(delimiter, max_length)
+        else:
+            self._delimiter = delimiter
+            pos = start
+        size = len(delimiter)
+        end = start + max_length + size
+        found = data.find(delimiter, pos, end)
         if found >= 0:
-            start = self._start
-            self._start = found + len(delimiter)
+            self._start = found + size
+            if type(data) is bytes:
+                # One slice of the adopted chunk: one copy.
+                return data[start:found]
             if found - start < _LARGE_COPY:
-                return bytes(self._data[start:found])
+                return bytes(data[start:found])
             return self._copy_large(start, found)
         # A negative max_length can never match, so it is checked only here.
         if max_length < 0:
             raise ValueError(f"max_length must be >= 0, not {max_length}")
-        buffered = len(self._data) - self._start
-        if buffered >= max_length + len(delimiter):
+        length = len(data)
+        buffered = length - start
+        if buffered >= max_length + size:
             raise LineTooLongError(
                 limit=max_length, length=buffered, limit_name=limit_name
             )
+        if not buffered:
+            # Fully consumed: let the chunk go (the reader is about to wait).
+            self._data = b""
+            self._start = 0
+            self._searched = 0
+            return None
+        # A match may straddle the end of what is here: back off size - 1.
+        stop = length if end > length else end
+        stop -= size - 1
+        self._searched = stop if stop > pos else pos
         return None
 
     def take_exactly(self, n: int) -> bytes | None:
@@ -287,13 +349,17 @@ class ReceiveBuffer:
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, not {n}")
+        data = self._data
         start = self._start
         end = start + n
-        if end > len(self._data):
+        if end > len(data):
+            self._release_if_empty()
             return None
         self._start = end
+        if type(data) is bytes:
+            return data[start:end]
         if n < _LARGE_COPY:
-            return bytes(self._data[start:end])
+            return bytes(data[start:end])
         return self._copy_large(start, end)
 
     def take_some(self, max_bytes: int) -> bytes | None:
@@ -307,26 +373,35 @@ class ReceiveBuffer:
         """
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        data = self._data
         start = self._start
-        end = len(self._data)
-        if end == start:
+        end = len(data)
+        if end <= start:
+            self._release_if_empty()
             return None
         if end - start > max_bytes:
             end = start + max_bytes
         self._start = end
+        if type(data) is bytes:
+            if start == 0 and end == len(data):
+                # The whole chunk, as it was delivered: no copy at all.
+                return data
+            return data[start:end]
         if end - start < _LARGE_COPY:
-            return bytes(self._data[start:end])
+            return bytes(data[start:end])
         return self._copy_large(start, end)
 
     def take_all(self) -> bytes:
         """
-        Take everything buffered and release the array's memory.
+        Take everything buffered and release the buffer's memory.
 
         @return: All unread bytes, possibly C{b""}.
         """
         data = self._data
         start = self._start
-        if start == 0:
+        if type(data) is bytes:
+            out = data[start:] if start else data
+        elif start == 0:
             # One copy, no slice.
             out = bytes(data)
         elif len(data) - start < _LARGE_COPY:
@@ -346,26 +421,26 @@ class ReceiveBuffer:
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, not {n}")
+        data = self._data
         start = self._start
         end = start + n
-        if n < _LARGE_COPY:
-            return bytes(self._data[start:end])
-        end = min(end, len(self._data))
+        if type(data) is bytes or n < _LARGE_COPY:
+            return bytes(data[start:end])
+        end = min(end, len(data))
         return self._copy_large(start, end)
 
     def clear(self) -> None:
         """
-        Discard everything buffered and release the array's memory.
+        Discard everything buffered and release the buffer's memory.
         """
-        # clear() rather than a new bytearray: keeps the same object, which
-        # the tests rely on to count the bytes searched.
-        self._data.clear()
+        self._data = b""
         self._start = 0
         self._searched = 0
 
     def _copy_large(self, start: int, end: int) -> bytes:
         """
-        Copy C{_data[start:end]} to C{bytes} once, through a memoryview.
+        Copy C{_data[start:end]} of the array to C{bytes} once, through a
+        memoryview.
 
         Both views are released before returning, not left to garbage
         collection (which is not immediate on PyPy): while a view exists,
