@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
@@ -37,7 +38,7 @@ from zope.interface import implementer
 from tests.certs import certificates
 from txstateproto import ConnectionState, StateProtocol
 from txstateproto._builtin import BUILTINS, Echo
-from txstateproto.tap import Options, _describe, makeService
+from txstateproto.tap import Options, _describe, _Server, _ServerFactory, makeService
 from txstateproto.testing import ProtocolHarness
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -539,6 +540,64 @@ class ShutdownTests(SynchronousTestCase):
         self.assertTrue(stubborn.transport.disconnected)
         self.assertEqual(served.factory.aborted, 1)  # type: ignore[attr-defined]
         self.assertEqual(events[-1]["aborted"], 1)
+
+    def test_abort_now_only_during_shutdown(self) -> None:
+        """abort_now does nothing while serving, and ends a shutdown at once
+        while one is waiting."""
+        events = capture_tap_log(self)
+        served = Served("--shutdown-timeout", "60")
+        served.factory._maker = Stubborn  # type: ignore[attr-defined]
+        h = served.harness()
+        served.factory.abort_now("for a test")  # type: ignore[attr-defined]
+        self.assertFalse(h.transport.disconnected)
+        stopping = served.service.stopService()
+        self.assertNoResult(stopping)
+        served.factory.abort_now("for a test")  # type: ignore[attr-defined]
+        self.successResultOf(stopping)
+        self.assertTrue(h.transport.disconnected)
+        self.assertEqual(served.clock.getDelayedCalls(), [])
+        [warning] = [e for e in events if "why" in e]
+        self.assertEqual((warning["count"], warning["why"]), (1, "for a test"))
+
+    def test_second_signal_handler_is_installed_then_restored(self) -> None:
+        """During a shutdown under a real reactor, SIGTERM and SIGINT abort
+        through the reactor loop; afterwards the previous handlers are
+        back."""
+        calls: list[tuple[Any, ...]] = []
+
+        class FakeReactor:
+            def callFromThread(self, f: Any, *args: Any) -> None:
+                calls.append((f, *args))
+
+        def previous(signum: int, frame: object) -> None:
+            raise AssertionError("the reactor's handler must not run")
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, signum, signal.getsignal(signum))
+            signal.signal(signum, previous)
+        options = parse("--shutdown-timeout", "60")
+        options["endpoints"] = [FakeEndpoint(PEER)]
+        clock = Clock()
+        service = _Server(
+            _ServerFactory(Stubborn, "stubborn", None, None, clock),
+            60.0,
+            FakeReactor(),  # type: ignore[arg-type]
+        )
+        service.startService()
+        h = ProtocolHarness(service.factory.buildProtocol(PEER), clock=clock)  # type: ignore[arg-type]
+        stopping = service.stopService()
+        handler = signal.getsignal(signal.SIGTERM)
+        self.assertIsNot(handler, previous)
+        self.assertIs(signal.getsignal(signal.SIGINT), handler)
+        assert callable(handler)
+        handler(signal.SIGINT, None)
+        [(function, why)] = calls
+        self.assertEqual(why, "on a second signal (SIGINT)")
+        function(why)
+        self.successResultOf(stopping)
+        self.assertTrue(h.transport.disconnected)
+        self.assertIs(signal.getsignal(signal.SIGTERM), previous)
+        self.assertIs(signal.getsignal(signal.SIGINT), previous)
 
     def test_refuses_connections_while_shutting_down(self) -> None:
         """A connection accepted during shutdown is dropped."""

@@ -34,7 +34,9 @@ on SIGTERM or SIGINT):
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
@@ -42,6 +44,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer, endpoints
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python import reflect, usage
@@ -465,12 +468,16 @@ class _ServerFactory(Factory):
             closed or been aborted. Cancelling it aborts at once.
         """
         self._accepting = False
-        d: Deferred[None] = defer.Deferred(lambda ignored: self._abort_all())
+        d: Deferred[None] = defer.Deferred(
+            lambda ignored: self._abort_all("as the shutdown was cancelled")
+        )
         self._all_closed = d
         if not self.live:
             self._finish_shutdown()
             return d
-        self._abort_timer = self._clock.callLater(timeout, self._abort_all)
+        self._abort_timer = self._clock.callLater(
+            timeout, self._abort_all, f"after shutdown_timeout={timeout:g} s"
+        )
         for protocol in list(self.live):
             conversation = protocol.conversation
             if conversation is not None and not conversation.called:
@@ -483,17 +490,28 @@ class _ServerFactory(Factory):
                     transport.loseConnection()
         return d
 
-    def _abort_all(self) -> None:
+    def abort_now(self, why: str) -> None:
         """
-        The shutdown timeout passed: abort every connection still open.
+        During a shutdown, abort every connection still open without
+        waiting for the timeout; otherwise do nothing.
+
+        @param why: Why, for the log.
         """
-        self._abort_timer = None
+        if self._all_closed is not None:
+            self._abort_all(why)
+
+    def _abort_all(self, why: str) -> None:
+        """
+        Abort every connection still open, and end the shutdown (which
+        cancels the timeout's timer unless it is what called us).
+        """
         left = list(self.live)
         self.aborted += len(left)
         if left:
             _log.warn(
-                "aborting {count} connections still open after shutdown_timeout",
+                "aborting {count} connections still open {why}",
                 count=len(left),
+                why=why,
             )
         for protocol in left:
             self.live.discard(protocol)
@@ -570,10 +588,22 @@ class _Server(MultiService):
     and graceful shutdown in L{stopService}.
     """
 
-    def __init__(self, factory: _ServerFactory, shutdown_timeout: float) -> None:
+    def __init__(
+        self,
+        factory: _ServerFactory,
+        shutdown_timeout: float,
+        reactor: IReactorThreads | None,
+    ) -> None:
+        """
+        @param reactor: The running reactor, whose signal handlers a
+            shutdown takes over (see L{_abort_on_next_signal}), or C{None}
+            to leave signals alone.
+        """
         super().__init__()  # type: ignore[no-untyped-call]
         self.factory = factory
         self.shutdown_timeout = shutdown_timeout
+        self._reactor = reactor
+        self._saved_handlers: dict[int, Any] = {}
 
     def stopService(self) -> Deferred[None]:
         """
@@ -589,19 +619,50 @@ class _Server(MultiService):
             count=len(factory.live),
             timeout=self.shutdown_timeout,
         )
+        self._abort_on_next_signal()
         stopped: Deferred[Any] = super().stopService()  # type: ignore[no-untyped-call]
         closed = factory.shut_down(self.shutdown_timeout)
         both = defer.gatherResults([stopped, closed], consumeErrors=True)
         return both.addCallback(self._stopped)
 
+    def _abort_on_next_signal(self) -> None:
+        """
+        Until the shutdown ends, make SIGINT and SIGTERM abort what is left
+        at once, as users of Ctrl-C expect of a second press.
+
+        The reactor's own handlers would try to stop the reactor again,
+        which is already stopping, and log a C{ReactorNotRunning}
+        traceback. Only handlers the reactor installed are replaced (not a
+        default or ignored disposition), only from the main thread, and
+        they are put back when the shutdown ends.
+        """
+        reactor = self._reactor
+        if reactor is None or threading.current_thread() is not threading.main_thread():
+            return
+        factory = self.factory
+
+        def abort(signum: int, frame: object) -> None:
+            # Like the reactor's handlers: do the work in the reactor loop.
+            name = signal.Signals(signum).name
+            reactor.callFromThread(factory.abort_now, f"on a second signal ({name})")
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
+            if callable(previous):
+                self._saved_handlers[signum] = previous
+                signal.signal(signum, abort)
+
     def _stopped(self, ignored: object) -> None:
         """
-        Log the summary.
+        Put the signal handlers back, and log the summary.
         """
+        saved, self._saved_handlers = self._saved_handlers, {}
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
         factory = self.factory
         _log.info(
             "stopped: {served} connections served, {refused} refused by "
-            "max_connections, {aborted} aborted at shutdown_timeout",
+            "max_connections, {aborted} aborted",
             served=factory.served,
             refused=factory.refused,
             aborted=factory.aborted,
@@ -620,11 +681,14 @@ def makeService(options: Options, clock: IReactorTime | None = None) -> MultiSer
         module's docstring) and returns a Deferred that fires once every
         connection has closed or been aborted.
     """
+    running: IReactorThreads | None = None
     if clock is None:
         from twisted.internet import reactor
 
         clock = reactor
-    assert clock is not None
+        # Every reactor twistd offers runs threads; one that does not keeps
+        # the reactor's own signal handling through the whole shutdown.
+        running = IReactorThreads(reactor, None)
     name: str = options["protocol"]
     factory = _ServerFactory(
         options["protocol_maker"],
@@ -633,7 +697,7 @@ def makeService(options: Options, clock: IReactorTime | None = None) -> MultiSer
         options["max-connections"],
         clock,
     )
-    server = _Server(factory, options["shutdown-timeout"])
+    server = _Server(factory, options["shutdown-timeout"], running)
     for description, endpoint in zip(
         options["listen"], options["endpoints"], strict=True
     ):
