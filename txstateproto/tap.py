@@ -26,7 +26,9 @@ on SIGTERM or SIGINT):
      write a goodbye and C{drain()} it: the connection closes only when the
      conversation ends, after queued writes are flushed);
   3. wait for the connections to close, up to C{--shutdown-timeout}, then
-     abort those left;
+     abort those left; a second SIGTERM or SIGINT meanwhile aborts them at
+     once (the reactor's own handlers would only log that it is already
+     stopping);
   4. log a summary. twistd then stops the reactor and, after a signal,
      re-raises it, as it always does.
 """
@@ -367,7 +369,8 @@ class _ServerFactory(Factory):
         conversation has not ended.
     @ivar served: How many connections were handed to a protocol.
     @ivar refused: How many were refused by C{max_connections}.
-    @ivar aborted: How many were aborted at the shutdown timeout.
+    @ivar aborted: How many were aborted at shutdown (its timeout, or a
+        second signal).
     """
 
     noisy = False
