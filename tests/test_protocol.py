@@ -14,6 +14,7 @@ import gc
 from collections.abc import Generator
 from itertools import pairwise
 from typing import Any
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,11 +48,15 @@ from txstateproto import (
     coroutine,
     noreturn,
 )
+from txstateproto._buffer import ReceiveBuffer
 from txstateproto.testing import ProtocolHarness
 
 # Hypothesis runs many examples; wall-clock deadlines on two shared cores
 # would only make the property test flaky.
 _settings = settings(deadline=None, max_examples=200)
+
+
+_take_until = ReceiveBuffer.take_until
 
 
 def reader(results: list[object], count: int | None = None) -> Scripted:
@@ -136,6 +141,22 @@ class ReadLineTests(SynchronousTestCase):
         h = ProtocolHarness(reader(results))
         h.feed(b"a\r\nb\r\n\r\nc\r\nd")
         self.assertEqual(results, [b"a", b"b", b"", b"c"])
+
+    def test_unsatisfied_read_is_not_retried_without_new_bytes(self) -> None:
+        """
+        A line arriving alone costs two buffer searches: the one that takes
+        it, and the handler's next read finding nothing; the queued read is
+        not searched again until more bytes arrive.
+        """
+        results: list[object] = []
+        h = ProtocolHarness(reader(results))
+        with mock.patch.object(
+            ReceiveBuffer, "take_until", autospec=True, side_effect=_take_until
+        ) as take_until:
+            for n in range(10):
+                h.feed(b"line %d\r\n" % n)
+        self.assertEqual(len(results), 10)
+        self.assertEqual(take_until.call_count, 20)
 
     def test_buffered_line_returns_fired_deferred_without_timer(self) -> None:
         """

@@ -104,7 +104,7 @@ class _Read(Deferred[bytes]):
     the garbage collector ran.
     """
 
-    __slots__ = ("_queue", "delimiter", "kind", "limit_name", "size", "timer")
+    __slots__ = ("_queue", "delimiter", "kind", "limit_name", "seen", "size", "timer")
 
     def __init__(
         self,
@@ -118,6 +118,9 @@ class _Read(Deferred[bytes]):
         self.size = size
         self.delimiter = delimiter
         self.limit_name = limit_name
+        # The receive count at which the buffer last failed this read: until
+        # more bytes arrive, trying again is wasted work.
+        self.seen = -1
         self.timer: IDelayedCall | None = None
         self._queue: collections.deque[_Read] | None = None
 
@@ -249,6 +252,8 @@ class StateProtocol(Protocol):
         """
         self._buffer = ReceiveBuffer()
         self._reads: collections.deque[_Read] = collections.deque()
+        # Counts dataReceived and readConnectionLost calls: see _Read.seen.
+        self._received = 0
         self._satisfying = False
         self._drains: list[Deferred[None]] = []
         self._write_paused = False
@@ -338,6 +343,7 @@ class StateProtocol(Protocol):
         @param data: The bytes the transport received.
         """
         self._buffer.append(data)
+        self._received += 1
         if self._idle_timer is not None:
             self._last_received = self.clock.seconds()
         if self._reads and not self._satisfying:
@@ -354,6 +360,7 @@ class StateProtocol(Protocol):
             self._close()
             return
         self.state = ConnectionState.PEER_CLOSED
+        self._received += 1
         if self._reads and not self._satisfying:
             self._satisfy()
 
@@ -451,12 +458,26 @@ class StateProtocol(Protocol):
         @raise EndOfStreamError: (as the failure) If the peer half-closed
             before a full line arrived (only with L{half_close}).
         """
-        return self._read(
+        if self._reads:
+            tried = False
+        else:
+            # The hot path, flattened: nothing queued ahead, a line buffered.
+            try:
+                data = self._buffer.take_until(self.delimiter, self.max_line_length)
+            except ProtocolError as e:
+                return fail(e)
+            if data is not None:
+                if self._buffer_paused:
+                    self._check_buffer_pressure()
+                return succeed(data)
+            tried = True
+        return self._queue(
             _Kind.UNTIL,
             self.max_line_length,
             self.delimiter,
             "max_line_length",
             timeout,
+            tried,
         )
 
     def read_until(
@@ -545,19 +566,37 @@ class StateProtocol(Protocol):
         """
         Satisfy a read from the buffer at once, or queue it.
         """
-        if not self._reads:
-            # The hot path: nothing queued ahead of us, try the buffer.
-            try:
-                data = self._take(kind, size, delimiter, limit_name)
-            except ProtocolError as e:
-                return fail(e)
-            if data is not None:
-                if self._buffer_paused:
-                    self._check_buffer_pressure()
-                return succeed(data)
-            if self.state is not ConnectionState.CONNECTED:
-                return fail(self._not_readable(kind, size))
+        if self._reads:
+            return self._queue(kind, size, delimiter, limit_name, timeout, False)
+        # Nothing queued ahead of us: try the buffer.
+        try:
+            data = self._take(kind, size, delimiter, limit_name)
+        except ProtocolError as e:
+            return fail(e)
+        if data is not None:
+            if self._buffer_paused:
+                self._check_buffer_pressure()
+            return succeed(data)
+        return self._queue(kind, size, delimiter, limit_name, timeout, True)
+
+    def _queue(
+        self,
+        kind: _Kind,
+        size: int,
+        delimiter: bytes,
+        limit_name: str,
+        timeout: float | None,
+        tried: bool,
+    ) -> Deferred[bytes]:
+        """
+        Queue a read the buffer cannot satisfy now (C{tried}: it just failed
+        to), or fail it if no more bytes can arrive.
+        """
+        if tried and self.state is not ConnectionState.CONNECTED:
+            return fail(self._not_readable(kind, size))
         read = _Read(kind, size, delimiter, limit_name)
+        if tried:
+            read.seen = self._received
         read._queue = self._reads
         self._reads.append(read)
         if timeout is not None:
@@ -631,6 +670,10 @@ class StateProtocol(Protocol):
         try:
             while reads:
                 read = reads[0]
+                if read.seen == self._received:
+                    # Issued by the handler we just resumed, and the buffer
+                    # could not satisfy it then: nothing has changed since.
+                    break
                 try:
                     data = self._take(
                         read.kind, read.size, read.delimiter, read.limit_name
