@@ -52,7 +52,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -1953,6 +1953,7 @@ def main(argv: Sequence[str]) -> int:
     options = parse_args(argv)
     settings = settings_from(options)
     out: Path = options.out or (RESULTS / "quick" if settings.quick else REPO / "docs")
+    failed = 0
     peers = PEERS
     if options.from_json:
         results = load_json(options.from_json)
@@ -1970,32 +1971,52 @@ def main(argv: Sequence[str]) -> int:
         results.settings["sections"] = sorted(sections)
         results.settings["tailcall"] = options.tailcall
         started = time.monotonic()
-        try:
-            preflight(peers, chart_needed=not settings.quick)
-            build_loadgen()
-            if sections & {"echo", "churn"}:
-                if "echo" not in sections:
-                    progress("churn runs with echo; measuring both")
-                run_echo_and_churn(results, settings, peers, "churn" in sections)
-            if "memory" in sections:
-                run_memory(results, settings, peers)
-            if "strace" in sections:
-                run_strace(results, settings)
-            if "sessions" in sections:
-                run_sessions_check(results, settings)
-            if "frames" in sections:
-                run_frames(results, settings)
-            if "tailcall" in sections and options.tailcall != "skip":
-                run_tailcall(results, settings, options.tailcall)
-        except BenchError as e:
-            print(f"bench/run.py: {e}", file=sys.stderr)
-            return 1
-        results.settings["elapsed_seconds"] = round(time.monotonic() - started)
-        RESULTS.mkdir(exist_ok=True)
         saved = RESULTS / (
             "benchmarks-quick.json" if settings.quick else "benchmarks.json"
         )
-        saved.write_text(json.dumps(asdict(results), indent=1), encoding="utf-8")
+        try:
+            preflight(peers, chart_needed=not settings.quick)
+            build_loadgen()
+        except BenchError as e:
+            print(f"bench/run.py: {e}", file=sys.stderr)
+            return 1
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if sections & {"echo", "churn"}:
+            if "echo" not in sections:
+                progress("churn runs with echo; measuring both")
+            steps.append(
+                (
+                    "echo",
+                    lambda: run_echo_and_churn(
+                        results, settings, peers, "churn" in sections
+                    ),
+                )
+            )
+        if "sessions" in sections:
+            steps.append(("sessions", lambda: run_sessions_check(results, settings)))
+        if "memory" in sections:
+            steps.append(("memory", lambda: run_memory(results, settings, peers)))
+        if "strace" in sections:
+            steps.append(("strace", lambda: run_strace(results, settings)))
+        if "frames" in sections:
+            steps.append(("frames", lambda: run_frames(results, settings)))
+        if "tailcall" in sections and options.tailcall != "skip":
+            steps.append(
+                ("tailcall", lambda: run_tailcall(results, settings, options.tailcall))
+            )
+        # One failing section (a server that dies, frames.py or tailcall.py
+        # failing) must not lose the others' figures: note it, go on, save
+        # the raw results after every section, and exit 1 at the end.
+        for name, step in steps:
+            try:
+                step()
+            except BenchError as e:
+                failed += 1
+                progress(f"section {name} failed: {e}")
+                results.notes.append(f"Section `{name}` failed: {e}")
+            results.settings["elapsed_seconds"] = round(time.monotonic() - started)
+            RESULTS.mkdir(exist_ok=True)
+            saved.write_text(json.dumps(asdict(results), indent=1), encoding="utf-8")
         progress(f"raw results saved to {saved}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmarks.md").write_text(render(results, peers), encoding="utf-8")
@@ -2007,7 +2028,7 @@ def main(argv: Sequence[str]) -> int:
         if drawn
         else " (no chart: pip install matplotlib)"
     )
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
