@@ -1859,6 +1859,21 @@ def summary(results: Results, peers: Sequence[Peer]) -> str:
                 for p in others
             )
             lines.append(f"{scenario:32} LineReceiver {base:>7} {unit}  {ratios}")
+    ceiling = results.ratios("echo", CEILING_CELL.key, PROBE_PEER)
+    if ceiling:
+        lines.append(
+            f"client check: bare Protocol {fmt_ratio(ceiling)} LineReceiver at "
+            f"{CEILING_CELL.label} (target {GEQ} {CEILING_TARGET}{TIMES}); probe at "
+            f"{PROBE_CELL.inflight} in flight "
+            f"{fmt_rate(results.median('probe', PROBE_CELL.key, PROBE_PEER))} lines/s"
+        )
+    own = results.ratios("sessions", "own", PROBE_PEER)
+    shared = results.ratios("sessions", "shared", PROBE_PEER)
+    if own and shared:
+        lines.append(
+            f"sessions check: own sessions {fmt_ratio(own)}, "
+            f"one shared session {fmt_ratio(shared)}"
+        )
     for entry in results.strace:
         per_line = {k: v / max(entry["lines"], 1) for k, v in entry["calls"].items()}
         lines.append(
