@@ -18,6 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 from twisted.internet import defer, reactor, task
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
@@ -34,7 +35,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     ITLSTransport,
 )
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
@@ -1095,8 +1096,10 @@ class PyOpenSSLTypesTests(SynchronousTestCase):
 
     def test_private_certificate_options_warn(self) -> None:
         """
-        TLS options from PrivateCertificate.options() and from an ssl: server
-        endpoint string emit a DeprecationWarning when first used.
+        TLS options from PrivateCertificate.options(), from an ssl: server
+        endpoint string, and for a tls: client endpoint string's
+        certificate= and privateKey= (optionsForClientTLS with a
+        PrivateCertificate) emit a DeprecationWarning when first used.
         """
         server = certificates().server
         from_certificate = server.private_certificate().options()
@@ -1107,11 +1110,25 @@ class PyOpenSSLTypesTests(SynchronousTestCase):
         )
         # The endpoint builds its options at parse time and keeps them here.
         from_string = endpoint._sslContextFactory  # type: ignore[attr-defined]
-        for options in (from_certificate, from_string):
+        client = optionsForClientTLS(
+            "localhost",
+            trustRoot=certificates().ca.twisted_certificate(),
+            clientCertificate=certificates().client.private_certificate(),
+        )
+        uses = [
+            from_certificate.getContext,
+            from_string.getContext,
+            lambda: client.clientConnectionForTLS(
+                TLSMemoryBIOFactory(
+                    client, True, Factory.forProtocol(Protocol)
+                ).buildProtocol(IPv4Address("TCP", "127.0.0.1", 0))
+            ),
+        ]
+        for use in uses:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                options.getContext()
-            self.assertIn(DeprecationWarning, [w.category for w in caught], options)
+                use()
+            self.assertIn(DeprecationWarning, [w.category for w in caught], use)
 
 
 @implementer(ITLSTransport)
