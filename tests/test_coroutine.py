@@ -640,6 +640,93 @@ class TailCallTests(SynchronousTestCase):
 
         self.failureResultOf(body(), TailCallSwallowedError)
 
+    def test_swallowed_tail_call_target_is_freed(self) -> None:
+        """
+        The target of a swallowed tail call is closed and not kept alive by
+        the engine once the Coroutine has failed.
+        """
+
+        def nxt() -> Generator[Any, Any, str]:
+            yield None
+            return "next"
+
+        targets = [nxt()]
+        ref = weakref.ref(targets[0])
+
+        @coroutine
+        def body() -> Generator[Any, Any, str]:
+            try:
+                noreturn(targets.pop())
+            except BaseException:
+                pass
+            yield None
+            return "wrong"
+
+        d = body()
+        self.failureResultOf(d, TailCallSwallowedError)
+        gc.collect()
+        self.assertIsNone(ref())
+
+    def test_tail_call_in_finally_of_a_state_ending_by_tail_call(self) -> None:
+        """
+        A C{finally} block of a state that is ending by a tail call may run
+        another coroutine that makes tail calls of its own; both chains
+        reach their own targets.
+        """
+
+        def count(n: int) -> Generator[Any, Any, int]:
+            if n:
+                noreturn(count(n - 1))
+            return n * 10 + 7
+            yield
+
+        inner: list[Coroutine[int]] = []
+
+        def second() -> Generator[Any, Any, str]:
+            yield None
+            return "second"
+
+        @coroutine
+        def first() -> Generator[Any, Any, str]:
+            yield None
+            try:
+                noreturn(second())
+            finally:
+                inner.append(Coroutine(count(3)))
+
+        self.assertEqual(self.successResultOf(first()), "second")
+        self.assertEqual(self.successResultOf(inner[0]), 7)
+
+    def test_noreturn_in_a_finally_run_by_close_is_refused(self) -> None:
+        """
+        A state that swallowed a tail call is closed by the engine; a
+        C{noreturn} in its C{finally} then is not taken for a tail call of
+        the body: the Coroutine fails with the swallowed-tail-call error and
+        the second target is closed, never run.
+        """
+        ran: list[str] = []
+
+        def never() -> Generator[Any, Any, None]:
+            ran.append("never")
+            yield None
+
+        @coroutine
+        def body() -> Generator[Any, Any, None]:
+            try:
+                try:
+                    noreturn(succeed(1))
+                except BaseException:
+                    pass
+                yield None
+            finally:
+                try:
+                    noreturn(never())
+                except NoreturnOutsideCoroutineError:
+                    ran.append("refused")
+
+        self.failureResultOf(body(), TailCallSwallowedError)
+        self.assertEqual(ran, ["refused"])
+
     def test_noreturn_outside_coroutine(self) -> None:
         """
         noreturn outside any body raises a clear error.
