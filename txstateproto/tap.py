@@ -616,13 +616,14 @@ class _Server(MultiService):
         @return: A Deferred firing with C{None} when all that is done.
         """
         factory = self.factory
+        # Before the log line, so that a signal sent once it is seen aborts.
+        self._abort_on_next_signal()
         _log.info(
             "shutting down: no longer listening; cancelling {count} live "
             "conversations (shutdown_timeout={timeout} s)",
             count=len(factory.live),
             timeout=self.shutdown_timeout,
         )
-        self._abort_on_next_signal()
         stopped: Deferred[Any] = super().stopService()  # type: ignore[no-untyped-call]
         closed = factory.shut_down(self.shutdown_timeout)
         both = defer.gatherResults([stopped, closed], consumeErrors=True)
