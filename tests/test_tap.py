@@ -282,6 +282,7 @@ class OptionsTests(SynchronousTestCase):
         """Every built-in resolves by its short name."""
         for name, maker in BUILTINS.items():
             self.assertIs(parse("--protocol", name)["protocol_maker"], maker)
+            self.assertIs(parse("-p", name)["protocol_maker"], maker)
 
     def test_under_twistd_error_is_one_line_and_exit_2(self) -> None:
         """As twistd's subcommand, a usage error is one line on stderr and
@@ -358,9 +359,11 @@ class ResolveProtocolTests(SynchronousTestCase):
     def test_class_from_current_directory(self) -> None:
         """A module in the current directory resolves though it is not on
         sys.path."""
+        self.assertNotIn(str(self.directory), sys.path)
         maker = parse("--protocol", "h1_handlers.Handler")["protocol_maker"]
         self.assertEqual(maker.__name__, "Handler")
         self.assertIsInstance(maker(), StateProtocol)
+        self.assertEqual(sys.path[0], os.getcwd())
 
     def test_callable_factory(self) -> None:
         """A callable making a StateProtocol is accepted as the maker."""
