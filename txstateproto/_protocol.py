@@ -20,6 +20,35 @@ reactor turn per message. Reads issued when nothing is queued try the buffer
 first and return an already-fired Deferred, which the engine takes without a
 callback.
 
+Writes
+======
+
+On a plain TCP connection (exactly Twisted's C{tcp.Server} or C{tcp.Client},
+TLS not started), writes made while a chunk is handled go straight into the
+transport's own send buffer (C{FileDescriptor._tempDataBuffer}), skipping
+C{transport.write()}'s per-call checks and its registration with the reactor
+for writing. At the end of C{dataReceived} the batch is sent at once by
+calling the transport's C{doWrite()}, which the reactor would otherwise call
+on its next turn, after an C{epoll_ctl} to watch the socket for writing and
+before another to stop: a request/response exchange then costs one C{recv}
+and one C{send} per message. C{doWrite()} sends what the kernel takes and
+keeps the rest, so a partial send or C{EAGAIN} leaves the rest to the
+reactor as usual (the socket is registered for writing then), and an error
+is left for the reactor's own C{doWrite()} to report. The send is done only
+when nothing from an earlier turn is queued ahead, the connection is not
+closing (nor its write side), TLS is off, and this protocol is the
+transport's unpaused producer (so that C{doWrite()} calls nothing back);
+otherwise the batch is registered for writing as C{write()} would have.
+
+Ordering is kept: C{self.transport.write()} appends to the same buffer, and
+C{start_tls} (which flips the transport's C{TLS} flag) sends the bytes
+already buffered in plaintext before the handshake, every later write going
+through TLS. Back-pressure is kept: a batch past C{_BATCH_MAX} bytes, and any
+batch when L{StateProtocol.drain} is called, is handed to the transport
+(which may pause us) at once. Every other transport (TLS layers, wrappers,
+UNIX sockets, the IOCP reactor, test transports) takes the ordinary
+C{transport.write()} path.
+
 Memory is bounded whatever the peer sends: a pending line read fails as soon
 as the buffer holds more than the limit without the delimiter, and when no
 read can consume what is buffered (the handler is busy on a sub-request),
@@ -36,7 +65,7 @@ from collections.abc import Generator
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer, interfaces, task
+from twisted.internet import defer, interfaces, task, tcp
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, connectionDone
@@ -58,6 +87,20 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionState", "StateProtocol"]
 
 _log = Logger(namespace="txstateproto")
+
+#: The transports whose send buffer StateProtocol writes into directly while
+#: it handles a chunk, sending the batch at the end of C{dataReceived} (see
+#: "Writes" in the module docstring): exactly Twisted's plain TCP connection
+#: classes, not subclasses, so that the FileDescriptor internals relied on are
+#: known. TLS (listenSSL, TLS endpoints: a TLSMemoryBIOProtocol in between),
+#: other wrappers, UNIX sockets, the IOCP reactor's classes and test
+#: transports all take the ordinary transport.write() path.
+_DIRECT_TYPES = frozenset({tcp.Server, tcp.Client})
+
+# While one chunk is handled, a batch growing past this many bytes is handed to
+# the transport at once, so that its back-pressure (pauseProducing) still
+# reaches drain() in time. Twisted's FileDescriptor.bufferSize is 64 KiB too.
+_BATCH_MAX = 65536
 
 # write_line() concatenates lines shorter than this with the delimiter (one
 # transport.write); longer ones go as two pieces to writeSequence rather than
@@ -265,6 +308,10 @@ class StateProtocol(Protocol):
         self._idle_timer: IDelayedCall | None = None
         self._last_received = 0.0
         self._producer_registered = False
+        # The transport if it is a plain TCP connection we write into
+        # directly (_DIRECT_TYPES), and whether a batch is being collected.
+        self._direct: Any = None
+        self._batching = False
 
     # -- configuration ------------------------------------------------------
 
@@ -314,6 +361,10 @@ class StateProtocol(Protocol):
         assert transport is not None
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._producer_registered = True
+        if type(transport) in _DIRECT_TYPES and isinstance(
+            getattr(transport, "_tempDataBuffer", None), list
+        ):
+            self._direct = transport
         if self.idle_timeout is not None:
             self._last_received = self.clock.seconds()
             self._idle_timer = self.clock.callLater(self.idle_timeout, self._idle_check)
@@ -340,7 +391,27 @@ class StateProtocol(Protocol):
         """
         Buffer C{data} and satisfy the queued reads it completes, in order.
 
+        On a plain TCP connection, what the handler writes meanwhile is
+        collected and sent at the end, in one C{send()} when nothing is
+        queued ahead of it (see "Writes" in the module docstring).
+
         @param data: The bytes the transport received.
+        """
+        direct = self._direct
+        if direct is None or self._batching:
+            self._receive(data)
+            return
+        self._batching = True
+        try:
+            self._receive(data)
+        finally:
+            self._batching = False
+            if direct._tempDataLen:
+                self._send_batch(direct)
+
+    def _receive(self, data: bytes) -> None:
+        """
+        Buffer C{data} and satisfy the queued reads it completes, in order.
         """
         self._buffer.append(data)
         self._received += 1
@@ -747,6 +818,23 @@ class StateProtocol(Protocol):
 
         @param data: The bytes to send.
         """
+        if self._batching:
+            direct = self._direct
+            if (
+                type(data) is bytes
+                and not direct.TLS
+                and direct.connected
+                and not direct._writeDisconnected
+            ):
+                # What FileDescriptor.write does, less its per-call checks,
+                # producer test and writer registration, which _send_batch
+                # does once for the whole chunk.
+                if data:
+                    direct._tempDataBuffer.append(data)
+                    direct._tempDataLen += len(data)
+                    if direct._tempDataLen > _BATCH_MAX:
+                        self._send_batch(direct)
+                return
         transport = self.transport
         if transport is not None:
             transport.write(data)
@@ -757,6 +845,9 @@ class StateProtocol(Protocol):
 
         @param line: The line, without its delimiter.
         """
+        if self._batching:
+            self.write(line + self.delimiter)
+            return
         transport = self.transport
         if transport is not None:
             if len(line) < _CONCAT_MAX:
@@ -786,6 +877,10 @@ class StateProtocol(Protocol):
         """
         if self.state is ConnectionState.CLOSED:
             return fail(self._closed_error())
+        if self._batching and self._direct._tempDataLen:
+            # Let the transport see what is collected, so that its
+            # back-pressure decides the answer.
+            self._send_batch(self._direct)
         if not self._write_paused:
             return succeed(None)
         # A bound method, not a closure over the list: the list would hold
@@ -793,6 +888,40 @@ class StateProtocol(Protocol):
         d: Deferred[None] = Deferred(self._cancel_drain)
         self._drains.append(d)
         return d
+
+    def _send_batch(self, direct: Any) -> None:
+        """
+        Hand what was written into a plain TCP transport's buffer to the
+        transport: send it now if that is safe, else register for writing
+        as C{FileDescriptor.write} would have.
+
+        Sending now is C{doWrite()}, which the reactor would call on the
+        next turn anyway: it sends what the kernel takes, keeps the rest
+        (a partial send or C{EAGAIN}), and returns an error instead of
+        raising. It is done only when nothing is queued ahead from an
+        earlier turn, TLS is off, the connection is not closing (not even
+        its write side), and we are the transport's unpaused streaming
+        producer, so that C{doWrite()} calls nothing back.
+        """
+        if (
+            not direct.TLS
+            and direct.connected
+            and not direct.disconnecting
+            and not direct._writeDisconnecting
+            and not direct._writeDisconnected
+            and not direct._aborting
+            and direct.producer is self
+            and not direct.producerPaused
+            and len(direct.dataBuffer) == direct.offset
+        ):
+            direct.doWrite()
+            if not direct._tempDataLen and len(direct.dataBuffer) == direct.offset:
+                # All sent: no writer registration, no reactor turn.
+                return
+            # The rest (or all of it, after EAGAIN or an error that the
+            # reactor's own doWrite will report) waits for writability.
+        direct._maybePauseProducer()
+        direct.startWriting()
 
     def _cancel_drain(self, d: Deferred[None]) -> None:
         """
