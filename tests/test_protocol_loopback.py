@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 import socket
 import tracemalloc
+import weakref
 from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any
@@ -45,7 +46,7 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import Body, capture_log
+from tests.helpers import Body, capture_log, gc_disabled
 from txstateproto import (
     ConnectionState,
     EndOfStreamError,
@@ -808,13 +809,24 @@ class IssueLoopbackTests(TestCase):
         self.assertEqual(snapshot.new_writers(), set())
         self.assertEqual(events, [])
         self.assertEqual(self.flushLoggedErrors(), [])
+        # Nor does a reference cycle keep the protocol alive: once out of
+        # the call stack that closed it, dropping the test's references
+        # frees it without the garbage collector.
+        yield _turns(1)
+        ref = weakref.ref(server)
+        with gc_disabled():
+            del server
+            factory.built.clear()
+            factory.first = Deferred()
+            self.assertIsNone(ref())
 
     def test_client_close_cancels_the_sub_request(self) -> Deferred[None]:
         """
         A client that closes (FIN) while the handler waits on a sub-request
         gets the sub-request's canceller called, every C{finally} run
         innermost first, nothing logged, and leaves no timer, reader or
-        writer in the reactor but the listening port.
+        writer in the reactor but the listening port, and no cycle keeping
+        the protocol alive.
         """
         return self._disconnect_during_sub_request(
             lambda transport: transport.loseConnection(), ConnectionDone
