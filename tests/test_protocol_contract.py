@@ -501,25 +501,30 @@ class HotPathTests(SynchronousTestCase):
 
     def test_buffered_read_allocates_only_its_result(self) -> None:
         """
-        A C{read_line} the buffer satisfies costs no more memory than its
-        result (the line and an already-fired Deferred holding it), and
-        schedules nothing even with a timeout.
+        Each kind of read, when the buffer satisfies it, costs no more
+        memory than its result (the bytes and an already-fired Deferred
+        holding them), and schedules nothing even with a timeout.
         """
         rounds = 200
-        h = ProtocolHarness(idle())
-        h.feed(b"abcdefgh\r\n" * (2 * rounds))
         line = bytearray(b"abcdefgh")
         gc.collect()
-        was_tracing = tracemalloc.is_tracing()
-        if not was_tracing:
+        if not tracemalloc.is_tracing():
             tracemalloc.start()
             self.addCleanup(tracemalloc.stop)
         result_only = _median_peak(lambda: succeed(bytes(line)), rounds)
-        read = _median_peak(lambda: h.protocol.read_line(timeout=5), rounds)
-        self.assertLessEqual(read, result_only)
-        d = h.protocol.read_line(timeout=5)
-        self.assertEqual(self.successResultOf(d), b"abcdefgh")
-        self.assertEqual(h.clock.getDelayedCalls(), [])
+        kinds: list[tuple[str, bytes, Callable[[StateProtocol], Deferred[bytes]]]] = [
+            ("read_line", b"\r\n", lambda p: p.read_line(timeout=5)),
+            ("read_until", b";", lambda p: p.read_until(b";", timeout=5)),
+            ("read_exactly", b"", lambda p: p.read_exactly(8, timeout=5)),
+            ("read_some", b"", lambda p: p.read_some(8, timeout=5)),
+        ]
+        for name, separator, read in kinds:
+            h = ProtocolHarness(idle())
+            h.feed((bytes(line) + separator) * (rounds + 1))
+            cost = _median_peak(lambda: read(h.protocol), rounds)  # noqa: B023
+            self.assertLessEqual(cost, result_only, name)
+            self.assertEqual(self.successResultOf(read(h.protocol)), b"abcdefgh")
+            self.assertEqual(h.clock.getDelayedCalls(), [], name)
 
 
 class _ClockedFactory(Factory):
