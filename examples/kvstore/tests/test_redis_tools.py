@@ -1,10 +1,10 @@
 """
-Debian's C{redis-benchmark} against the kvstore example served over
-127.0.0.1: every test it runs must complete with no error reply (it exits
-on the first one).
+Debian's C{redis-tools} against the kvstore example served over 127.0.0.1:
+C{redis-benchmark} must complete every test it runs with no error reply (it
+exits on the first one), and C{redis-cli} must work as the README shows.
 
-Skipped where C{redis-benchmark} is not installed; C{.ci/run} installs it
-(the C{redis-tools} package).
+Skipped where the tools are not installed; C{.ci/run} installs them (the
+C{redis-tools} package).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from examples.kvstore.tests.loopback import LoopbackServer
 
 REDIS_BENCHMARK = shutil.which("redis-benchmark")
+REDIS_CLI = shutil.which("redis-cli")
 TIMEOUT = shutil.which("timeout")
 
 TESTS = "ping,set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,lrange,mset"
@@ -111,3 +112,54 @@ class RedisBenchmarkTests(TestCase):
     def test_with_pipelining(self) -> defer.Deferred[None]:
         """16 commands in flight per client (-P 16): every test completes."""
         return self.benchmark("-P", "16")
+
+
+class RedisCliTests(TestCase):
+    """
+    redis-cli, run as the README shows it (output piped, not a terminal).
+    """
+
+    def setUp(self) -> defer.Deferred[Any]:
+        if REDIS_CLI is None:
+            raise SkipTest("redis-cli is not installed: apt-get install redis-tools")
+        self.server = LoopbackServer(fake_clock=False)
+        return self.server.start()
+
+    def tearDown(self) -> defer.Deferred[Any]:
+        return self.server.stop()
+
+    def cli(self, *args: str) -> defer.Deferred[bytes]:
+        """
+        Run C{redis-cli -h 127.0.0.1 -p PORT args} and return its output.
+        """
+        assert REDIS_CLI is not None
+        argv = ["-h", "127.0.0.1", "-p", str(self.server.port), *args]
+        return utils.getProcessOutput(REDIS_CLI, argv, errortoo=True)
+
+    @defer.inlineCallbacks
+    def test_readme_session(self) -> Generator[Any, Any, None]:
+        """SET with EX, GET, INCR and an unknown command print as shown."""
+        outputs = []
+        for command in (
+            ("SET", "greeting", "hello", "EX", "60"),
+            ("GET", "greeting"),
+            ("INCR", "visits"),
+            ("FOO", "bar"),
+        ):
+            outputs.append((yield self.cli(*command)))
+        self.assertEqual(
+            outputs,
+            [
+                b"OK\n",
+                b"hello\n",
+                b"1\n",
+                b"ERR unknown command 'FOO', with args beginning with: 'bar' \n\n",
+            ],
+        )
+
+    @defer.inlineCallbacks
+    def test_resp3(self) -> Generator[Any, Any, None]:
+        """redis-cli -3 (HELLO 3 first) reads RESP3 maps."""
+        yield self.cli("HSET", "h", "f", "v")
+        output = yield self.cli("-3", "HGETALL", "h")
+        self.assertEqual(output, b"f v\n")
