@@ -58,7 +58,6 @@ C{receive_high_water}, so TCP flow control pushes back on the peer.
 
 from __future__ import annotations
 
-import collections
 import copy
 from collections.abc import Coroutine as _AsyncBody
 from collections.abc import Generator
@@ -165,7 +164,7 @@ class _Read(Deferred[bytes]):
         # more bytes arrive, trying again is wasted work.
         self.seen = -1
         self.timer: IDelayedCall | None = None
-        self._queue: collections.deque[_Read] | None = None
+        self._queue: list[_Read] | None = None
 
     def _remove(self) -> None:
         """
@@ -294,17 +293,23 @@ class StateProtocol(Protocol):
         C{connectionMade}.
         """
         self._buffer = ReceiveBuffer()
-        self._reads: collections.deque[_Read] = collections.deque()
+        # A list, not a deque: an empty deque costs 768 bytes per idle
+        # connection, an empty list 56; a queue longer than one or two reads
+        # is rare (reads issued by side tasks while the conversation waits).
+        self._reads: list[_Read] = []
         # Counts dataReceived and readConnectionLost calls: see _Read.seen.
         self._received = 0
         self._satisfying = False
-        self._drains: list[Deferred[None]] = []
+        # Made on first use: most connections never wait on drain() or
+        # when_closed() or spawn a task, and each empty container costs an
+        # idle connection 56 to 216 bytes.
+        self._drains: list[Deferred[None]] | None = None
         self._write_paused = False
         self._user_paused = 0
         self._buffer_paused = False
         self._reading_paused = False
-        self._tasks: set[Coroutine[Any]] = set()
-        self._closed_waiters: list[Deferred[None]] = []
+        self._tasks: set[Coroutine[Any]] | None = None
+        self._closed_waiters: list[Deferred[None]] | None = None
         self._idle_timer: IDelayedCall | None = None
         self._last_received = 0.0
         self._producer_registered = False
@@ -472,7 +477,7 @@ class StateProtocol(Protocol):
         conversation = self.conversation
         if conversation is not None:
             conversation.cancel()
-        for spawned in list(self._tasks):
+        for spawned in list(self._tasks or ()):
             spawned.cancel()
         # Reads and drains that no cancelled coroutine was waiting on: each
         # gets its own copy of the reason (see _closed_error).
@@ -480,8 +485,8 @@ class StateProtocol(Protocol):
             read = self._reads[0]
             read._remove()
             read.errback(self._closed_error())
-        drains, self._drains = self._drains, []
-        for d in drains:
+        drains, self._drains = self._drains, None
+        for d in drains or ():
             d.errback(self._closed_error())
         if conversation is None or conversation.called:
             self._fire_closed()
@@ -886,6 +891,8 @@ class StateProtocol(Protocol):
         # A bound method, not a closure over the list: the list would hold
         # the Deferred and the Deferred the list, a cycle per drain.
         d: Deferred[None] = Deferred(self._cancel_drain)
+        if self._drains is None:
+            self._drains = []
         self._drains.append(d)
         return d
 
@@ -928,7 +935,7 @@ class StateProtocol(Protocol):
         Forget a cancelled L{drain}.
         """
         drains = self._drains
-        if d in drains:
+        if drains and d in drains:
             drains.remove(d)
 
     # -- time, side tasks, pause ----------------------------------------------
@@ -968,6 +975,8 @@ class StateProtocol(Protocol):
         if spawned.called:
             spawned.addErrback(self._task_failed, spawned)
             return spawned
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(spawned)
         spawned.addBoth(self._task_ended, spawned)
         if self.state is ConnectionState.CLOSED:
@@ -1016,6 +1025,8 @@ class StateProtocol(Protocol):
         ):
             d.callback(None)
         else:
+            if self._closed_waiters is None:
+                self._closed_waiters = []
             self._closed_waiters.append(d)
         return d
 
@@ -1045,7 +1056,7 @@ class StateProtocol(Protocol):
             elif not result.check(CancelledError):
                 self._log_crash(result, "conversation")
             _release(result)
-        for spawned in list(self._tasks):
+        for spawned in list(self._tasks or ()):
             spawned.cancel()
         self._close()
         if self.state is ConnectionState.CLOSED:
@@ -1071,7 +1082,8 @@ class StateProtocol(Protocol):
 
         A result passes on to callbacks added later; a failure is consumed.
         """
-        self._tasks.discard(spawned)
+        if self._tasks is not None:
+            self._tasks.discard(spawned)
         if isinstance(result, Failure):
             self._task_failed(result, spawned)
             return None
@@ -1120,8 +1132,8 @@ class StateProtocol(Protocol):
         """
         Fire L{when_closed} waiters.
         """
-        waiters, self._closed_waiters = self._closed_waiters, []
-        for d in waiters:
+        waiters, self._closed_waiters = self._closed_waiters, None
+        for d in waiters or ():
             d.callback(None)
 
     def _idle_check(self) -> None:
