@@ -1,0 +1,169 @@
+"""
+Instructions per step of the coroutine engine's hot paths, counted by
+valgrind's callgrind.
+
+Wall-clock figures on a machine with two shared cores move with whatever
+else runs; instruction counts do not (the same binary, input and
+environment give the same count). Each case runs in a child Python under
+callgrind twice, with 0 and with N steps, and the difference divided by N is
+the cost of one step, start-up excluded.
+
+Cases:
+
+  - C{floor}: make a generator, start it, and catch the BaseException it
+    raises: the least a raise-based tail call can cost in CPython.
+  - C{noreturn}: one synchronous C{noreturn(step(n - 1))} hand-over.
+  - C{noreturn-decorated}: a tail call into a C{@coroutine}-decorated step.
+  - C{yield-fired}: C{yield succeed(None)} in a loop (a read the buffer
+    already satisfied looks like this to the engine).
+  - C{inlineCallbacks-fired}: the same loop under Twisted's
+    C{inlineCallbacks}, the peer.
+
+Usage (from the repository root, valgrind installed)::
+
+    .venv/bin/python bench/instructions.py [--steps N] [CASE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import sys
+sys.path.insert(0, {repo!r})
+from twisted.internet.defer import inlineCallbacks, succeed
+from txstateproto import Coroutine, coroutine, noreturn
+
+case, n = sys.argv[1], int(sys.argv[2])
+
+
+class Signal(BaseException):
+    pass
+
+
+def raising(i):
+    raise Signal
+    yield
+
+
+def floor(n):
+    for i in range(n):
+        g = raising(i)
+        try:
+            g.send(None)
+        except Signal:
+            pass
+
+
+def step(n):
+    if n:
+        noreturn(step(n - 1))
+    return n
+    yield
+
+
+@coroutine
+def decorated(n):
+    if n:
+        noreturn(decorated(n - 1))
+    return n
+    yield
+
+
+def fired(n):
+    for _ in range(n):
+        yield succeed(None)
+
+
+@inlineCallbacks
+def fired_ic(n):
+    for _ in range(n):
+        yield succeed(None)
+
+
+if case == "floor":
+    floor(n)
+elif case == "noreturn":
+    Coroutine(step(n))
+elif case == "noreturn-decorated":
+    decorated(n)
+elif case == "yield-fired":
+    Coroutine(fired(n))
+elif case == "inlineCallbacks-fired":
+    fired_ic(n)
+else:
+    raise SystemExit("unknown case " + case)
+"""
+
+CASES = [
+    "floor",
+    "noreturn",
+    "noreturn-decorated",
+    "yield-fired",
+    "inlineCallbacks-fired",
+]
+
+
+def count(case: str, steps: int) -> int:
+    """
+    Run one case under callgrind and return the instructions it executed.
+    """
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-c",
+            CHILD.format(repo=str(REPO)),
+            case,
+            str(steps),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(
+            f"no instruction count in callgrind's output:\n{done.stderr}"
+        )
+    return int(found.group(1))
+
+
+def main() -> None:
+    """
+    Print a Markdown table of instructions per step for each case.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("cases", nargs="*", metavar="CASE", help=", ".join(CASES))
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed: apt-get install valgrind")
+    cases = args.cases or CASES
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(
+            f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}"
+        )
+    floor = None
+    print(f"| case | instructions/step (callgrind, N={args.steps:,}) | x floor |")
+    print("|---|---:|---:|")
+    for case in cases:
+        per_step = (count(case, args.steps) - count(case, 0)) / args.steps
+        if case == "floor":
+            floor = per_step
+        ratio = f"{per_step / floor:.2f}" if floor else "-"
+        print(f"| {case} | {per_step:,.0f} | {ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
