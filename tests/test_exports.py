@@ -57,13 +57,13 @@ def test_public_methods_have_docstrings(module_name: str) -> None:
 
 def test_exports_are_the_private_objects() -> None:
     """The package re-exports its private modules' objects, not copies."""
-    from txstateproto import _coroutine, _errors, _protocol
+    from txstateproto import _coroutine, _errors, _protocol, _tls
 
     for name in txstateproto.__all__:
         if name.startswith("__"):
             continue
         obj = getattr(txstateproto, name)
-        homes = [m for m in (_coroutine, _errors, _protocol) if name in m.__all__]
+        homes = [m for m in (_coroutine, _errors, _protocol, _tls) if name in m.__all__]
         assert len(homes) == 1, name
         assert getattr(homes[0], name) is obj
 

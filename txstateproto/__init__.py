@@ -17,6 +17,14 @@ from txstateproto._errors import (
     TailCallSwallowedError,
 )
 from txstateproto._protocol import ConnectionState, StateProtocol
+from txstateproto._tls import (
+    PeerIdentity,
+    TLSHandshakeError,
+    connect,
+    mutual_tls_factory,
+    peer_identity,
+    start_tls,
+)
 from txstateproto._version import __version__
 
 __all__ = [
@@ -28,13 +36,19 @@ __all__ = [
     "FramingError",
     "LineTooLongError",
     "NoreturnOutsideCoroutineError",
+    "PeerIdentity",
     "ProtocolError",
     "StateProtocol",
+    "TLSHandshakeError",
     "TailCall",
     "TailCallSwallowedError",
     "__version__",
+    "connect",
     "coroutine",
+    "mutual_tls_factory",
     "noreturn",
+    "peer_identity",
+    "start_tls",
 ]
 
 # Tracebacks and reprs name the public path (txstateproto.Coroutine), not the
