@@ -640,6 +640,27 @@ class TailCallTests(SynchronousTestCase):
 
         self.failureResultOf(body(), TailCallSwallowedError)
 
+    def test_fired_deferred_after_catching_a_thrown_failure(self) -> None:
+        """
+        A body that catches a failure thrown into it and then yields an
+        already-fired Deferred gets that Deferred's result, not the old
+        failure again.
+        """
+        d: Deferred[int] = Deferred()
+
+        @coroutine
+        def body() -> Generator[Any, Any, tuple[str, int]]:
+            try:
+                yield d
+            except ValueError:
+                caught = "caught"
+            after = yield succeed(2)
+            return (caught, after)
+
+        c = body()
+        d.errback(ValueError("boom"))
+        self.assertEqual(self.successResultOf(c), ("caught", 2))
+
     def test_swallowed_tail_call_target_is_freed(self) -> None:
         """
         The target of a swallowed tail call is closed and not kept alive by

@@ -20,7 +20,6 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
@@ -447,14 +446,6 @@ class LimitErrorFamilyTests(SynchronousTestCase):
             self.assertEqual((error.limit, error.limit_name), (limit, name))
             self.assertIn(f"{name}={limit}".encode(), output)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "engine bug (6c53d27): after an exception thrown into the body is "
-            "caught, yielding an already-fired Deferred re-raises the old "
-            "exception, because the trampoline's fast path leaves `failure` set"
-        ),
-    )
     def test_handler_can_discard_an_over_long_line_and_read_on(self) -> None:
         """
         A handler that catches L{LineTooLongError} can read the over-long

@@ -430,6 +430,9 @@ class Coroutine(Deferred[_T]):
                         if type(value) is not Failure and not isinstance(
                             value, Deferred
                         ):
+                            # The body may have just caught what was thrown
+                            # into it: send this result, throw nothing.
+                            failure = None
                             continue
                     value, failure, suspend = self._dispatch(yielded, frames)
                     if suspend:
