@@ -12,7 +12,7 @@ import pytest
 
 import txstateproto
 
-PUBLIC_MODULES = ["txstateproto", "txstateproto.testing"]
+PUBLIC_MODULES = ["txstateproto", "txstateproto.testing", "txstateproto.tap"]
 
 
 def _exported(module_name: str) -> list[tuple[str, object]]:
