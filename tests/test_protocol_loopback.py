@@ -897,11 +897,6 @@ class IssueLoopbackTests(TestCase):
                         yield self.read_line()
                     except LineTooLongError:
                         counts["errors"] += 1
-                        # Work around the engine bug that
-                        # test_protocol_contract's xfail pins: a fired
-                        # Deferred yielded right after a caught error
-                        # re-raises it. A checkpoint resets the engine.
-                        yield None
                         counts["discarded"] += len((yield self.read_some(1 << 20)))
 
         factory = Recorder(_watched(Discarding, watch))
