@@ -403,9 +403,17 @@ class StateProtocol(Protocol):
         @param data: The bytes the transport received.
         """
         direct = self._direct
-        if direct is None or self._batching:
+        if (
+            direct is None
+            or self._batching
+            or not direct.connected
+            or direct._writeDisconnected
+        ):
             self._receive(data)
             return
+        # Neither flag can change until the batch is handed over (only the
+        # reactor's doWrite() or connectionLost() set them), so write()
+        # checks only TLS, which start_tls() may turn on meanwhile.
         self._batching = True
         try:
             self._receive(data)
@@ -825,19 +833,15 @@ class StateProtocol(Protocol):
         """
         if self._batching:
             direct = self._direct
-            if (
-                type(data) is bytes
-                and not direct.TLS
-                and direct.connected
-                and not direct._writeDisconnected
-            ):
+            if type(data) is bytes and not direct.TLS:
                 # What FileDescriptor.write does, less its per-call checks,
                 # producer test and writer registration, which _send_batch
                 # does once for the whole chunk.
                 if data:
                     direct._tempDataBuffer.append(data)
-                    direct._tempDataLen += len(data)
-                    if direct._tempDataLen > _BATCH_MAX:
+                    size = direct._tempDataLen + len(data)
+                    direct._tempDataLen = size
+                    if size > _BATCH_MAX:
                         self._send_batch(direct)
                 return
         transport = self.transport
@@ -851,8 +855,16 @@ class StateProtocol(Protocol):
         @param line: The line, without its delimiter.
         """
         if self._batching:
-            self.write(line + self.delimiter)
-            return
+            # write()'s direct path, inlined: this is every reply's path.
+            direct = self._direct
+            if type(line) is bytes and not direct.TLS and len(line) < _CONCAT_MAX:
+                data = line + self.delimiter
+                direct._tempDataBuffer.append(data)
+                size = direct._tempDataLen + len(data)
+                direct._tempDataLen = size
+                if size > _BATCH_MAX:
+                    self._send_batch(direct)
+                return
         transport = self.transport
         if transport is not None:
             if len(line) < _CONCAT_MAX:
