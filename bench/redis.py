@@ -30,7 +30,10 @@ of requests of each measurement is set from a short probe so that it lasts
 about C{--seconds}. The report gives, per test and mode, each server's
 median requests/s over the runs with min-max, and the kvstore's ratios to
 redis-server and to the asyncio server, computed within each run (servers
-measured seconds apart) and then summarised as median (min-max).
+measured seconds apart) and then summarised as median (min-max). A second
+table gives each server's CPU time per request (from C{/proc/<pid>/stat},
+all threads), which other load on the machine moves much less than
+requests/s, and the peers' CPU per request over the kvstore's.
 
 The client (redis-benchmark) and the server share the machine's cores; on
 a two-core machine that is one core each at best, with whatever else runs
@@ -116,6 +119,14 @@ class Server:
         self._drain = subprocess.Popen(
             ["cat"], stdin=self.process.stdout, stdout=self._log.open("wb")
         )
+
+    def cpu_seconds(self) -> float:
+        """
+        The CPU time (user and system, all threads) the server has used.
+        """
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1]
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         """
@@ -321,15 +332,19 @@ def _number(value: float) -> str:
 
 def measure(
     servers: dict[str, Server], runs: int, seconds: float, progress: IO[str]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """
     Probe each server, mode and test, then run every measurement C{runs}
     times.
 
-    @return: The samples (server -> pipeline -> test -> [rps per run]) and
-        the errors (server -> "-P n test" -> message).
+    @return: The rates (server -> pipeline -> test -> [rps per run]), the
+        server's CPU time per request in microseconds (same shape), and the
+        errors (server -> "-P n test" -> message).
     """
     samples: dict[str, Any] = {
+        n: {p: {t: [] for t in TESTS.values()} for p in PIPELINES} for n in servers
+    }
+    cpu: dict[str, Any] = {
         n: {p: {t: [] for t in TESTS.values()} for p in PIPELINES} for n in servers
     }
     errors: dict[str, Any] = {}
@@ -358,6 +373,7 @@ def measure(
                     count = requests.get((name, pipeline, test))
                     if count is None:
                         continue
+                    before = servers[name].cpu_seconds()
                     try:
                         rate = benchmark(servers[name].port, pipeline, count, test)
                     except RuntimeError as e:
@@ -366,12 +382,14 @@ def measure(
                             f"run {run + 1}: {name} -P {pipeline} {test}: {e}\n"
                         )
                         continue
+                    used = servers[name].cpu_seconds() - before
                     samples[name][pipeline][label].append(rate)
+                    cpu[name][pipeline][label].append(used / count * 1e6)
                     progress.write(
                         f"run {run + 1}/{runs}: {name} -P {pipeline} {label}: "
-                        f"{rate:,.0f}\n"
+                        f"{rate:,.0f} req/s, {used / count * 1e6:.1f} us CPU/req\n"
                     )
-    return samples, errors
+    return samples, cpu, errors
 
 
 def ratios(samples: dict[str, Any], peer: str, pipeline: int, test: str) -> list[float]:
@@ -383,8 +401,19 @@ def ratios(samples: dict[str, Any], peer: str, pipeline: int, test: str) -> list
     return [a / b for a, b in zip(ours, theirs, strict=False) if b]
 
 
+def cpu_ratios(cpu: dict[str, Any], peer: str, pipeline: int, test: str) -> list[float]:
+    """
+    C{peer}'s CPU per request over the kvstore's, run by run: like a rate
+    ratio, above 1 means the kvstore does more with the same CPU.
+    """
+    ours = cpu["kvstore"][pipeline][test]
+    theirs = cpu[peer][pipeline][test]
+    return [b / a for a, b in zip(ours, theirs, strict=False) if a]
+
+
 def report(
     samples: dict[str, Any],
+    cpu: dict[str, Any],
     errors: dict[str, Any],
     meta: dict[str, Any],
 ) -> str:
@@ -418,6 +447,27 @@ def report(
                 + " | ".join(cells)
                 + f" | {_ratio_cell(to_redis, pipeline, 'redis-server')}"
                 + f" | {_ratio_cell(to_asyncio, pipeline, 'asyncio')} |"
+            )
+    lines += [
+        "",
+        "Server CPU time per request (user + system, all threads, from "
+        "`/proc`), in microseconds: less moved by other load than requests/s, "
+        "since it counts only the server's own work. The ratios are the "
+        "peer's CPU per request over the kvstore's (above 1: the kvstore "
+        "needs less CPU per request).",
+        "",
+        "| test | -P | redis-server | asyncio | fakeredis | kvstore "
+        "| redis-server / kvstore | asyncio / kvstore |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for pipeline in PIPELINES:
+        for test in TESTS.values():
+            cells = [summary(cpu[name][pipeline][test]) for name in NAMES]
+            lines.append(
+                f"| {test} | {pipeline} | "
+                + " | ".join(cells)
+                + f" | {summary(cpu_ratios(cpu, 'redis-server', pipeline, test))}"
+                + f" | {summary(cpu_ratios(cpu, 'asyncio', pipeline, test))} |"
             )
     lines += [
         "",
@@ -524,12 +574,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     servers = start_servers()
     try:
-        samples, errors = measure(servers, runs, seconds, sys.stderr)
+        samples, cpu, errors = measure(servers, runs, seconds, sys.stderr)
     finally:
         for server in servers.values():
             server.stop()
     meta["load_after"] = load_average()
-    text = report(samples, errors, meta)
+    text = report(samples, cpu, errors, meta)
     sys.stdout.write(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -540,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "meta": meta,
                     "samples": samples,
+                    "cpu_us_per_request": cpu,
                     "errors": errors,
                     "ratios": {
                         f"{peer} -P {p} {t}": ratios(samples, peer, p, t)
