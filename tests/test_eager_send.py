@@ -292,6 +292,32 @@ class EagerSendTests(_Loopback):
         self.assertEqual(bytes(client.received), expected)
 
     @inlineCallbacks
+    def test_text_is_rejected_while_batching(self) -> Test:
+        """
+        Writing C{str} while a chunk is handled raises L{TypeError} in the
+        handler, as C{transport.write()} does, and nothing of it is sent.
+        """
+        errors: list[str] = []
+
+        def script(p: Server) -> Body:
+            yield p.read_line()
+            for call in (p.write, p.write_line):
+                try:
+                    call("text")  # type: ignore[arg-type]
+                except TypeError:
+                    errors.append(call.__name__)
+            p.write_line(b"ok")
+
+        client = Client()
+        server = yield self.connect(script, client)
+        assert client.transport is not None
+        client.transport.write(b"go\r\n")
+        yield client.lost
+        yield server.when_closed()
+        self.assertEqual(errors, ["write", "write_line"])
+        self.assertEqual(bytes(client.received), b"ok\r\n")
+
+    @inlineCallbacks
     def test_conversation_ending_after_a_write_sends_it(self) -> Test:
         """
         A handler that writes and returns in the same chunk closes the

@@ -590,6 +590,18 @@ class WriteTests(SynchronousTestCase):
         h = ProtocolHarness(Scripted(script))
         self.assertEqual(h.take_output(), b"short\r\n" + long_line + b"\r\n\r\n")
 
+    def test_write_rejects_text(self) -> None:
+        """
+        C{write} and C{write_line} raise L{TypeError} for C{str}, as
+        Twisted's transports do.
+        """
+        h = ProtocolHarness(idle())
+        with self.assertRaises(TypeError):
+            h.protocol.write("text")  # type: ignore[arg-type]
+        with self.assertRaises(TypeError):
+            h.protocol.write_line("text")  # type: ignore[arg-type]
+        self.assertEqual(h.take_output(), b"")
+
     def test_drain_fires_at_once_while_transport_accepts(self) -> None:
         """
         C{drain} returns a fired Deferred while the transport has room.

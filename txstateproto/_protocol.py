@@ -829,7 +829,14 @@ class StateProtocol(Protocol):
         Queue C{data} for sending. Writes after the connection is lost are
         dropped, as Twisted's transports do.
 
+        On a plain TCP connection, what is written while a received chunk is
+        handled is sent in one C{send()} when that chunk's handling ends,
+        without waiting for the next reactor turn; elsewhere (and for writes
+        made at other times) C{transport.write()} is used. Either way the
+        order of all writes, C{self.transport}'s included, is kept.
+
         @param data: The bytes to send.
+        @raise TypeError: If C{data} is not C{bytes}.
         """
         if self._batching:
             direct = self._direct
@@ -850,9 +857,10 @@ class StateProtocol(Protocol):
 
     def write_line(self, line: bytes) -> None:
         """
-        Queue C{line} followed by L{delimiter}.
+        Queue C{line} followed by L{delimiter}, sent as L{write} sends.
 
         @param line: The line, without its delimiter.
+        @raise TypeError: If C{line} is not C{bytes}.
         """
         if self._batching:
             # write()'s direct path, inlined: this is every reply's path.
