@@ -424,6 +424,37 @@ class ReadOrderAndCancelTests(SynchronousTestCase):
         h.feed(b"line\r\n")
         self.assertEqual(self.successResultOf(second), b"line")
 
+    def test_cancelling_the_first_read_lets_the_next_take_buffered_bytes(
+        self,
+    ) -> None:
+        """
+        When the first queued read is cancelled, the read behind it is given
+        what is already buffered at once, after the cancelled one has failed.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"hi\r\n")
+        order: list[str] = []
+        first = h.protocol.read_exactly(10)
+        first.addErrback(lambda f: order.append(f"first {f.type.__name__}"))
+        second = h.protocol.read_line()
+        second.addCallback(lambda line: order.append(f"second {line!r}"))
+        first.cancel()
+        self.assertEqual(order, ["first CancelledError", "second b'hi'"])
+
+    def test_timed_out_first_read_lets_the_next_take_buffered_bytes(self) -> None:
+        """
+        When the first queued read times out, the read behind it is given
+        what is already buffered at once.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"hi\r\n")
+        first = h.protocol.read_exactly(10, timeout=5)
+        second = h.protocol.read_line()
+        h.clock.advance(5)
+        self.failureResultOf(first, defer.TimeoutError)
+        self.assertEqual(self.successResultOf(second), b"hi")
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
     def test_read_queued_behind_a_pending_read_waits_its_turn(self) -> None:
         """
         A read issued while another is queued does not take buffered bytes

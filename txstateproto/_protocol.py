@@ -146,7 +146,7 @@ class _Read(Deferred[bytes]):
     the garbage collector ran.
     """
 
-    __slots__ = ("_queue", "delimiter", "kind", "limit_name", "seen", "size", "timer")
+    __slots__ = ("_owner", "delimiter", "kind", "limit_name", "seen", "size", "timer")
 
     def __init__(
         self,
@@ -164,16 +164,17 @@ class _Read(Deferred[bytes]):
         # more bytes arrive, trying again is wasted work.
         self.seen = -1
         self.timer: IDelayedCall | None = None
-        self._queue: list[_Read] | None = None
+        # The protocol whose queue holds this read, while it does.
+        self._owner: StateProtocol | None = None
 
     def _remove(self) -> None:
         """
         Leave the queue of reads and cancel the timeout, if any.
         """
-        queue = self._queue
-        if queue is not None:
-            self._queue = None
-            queue.remove(self)
+        owner = self._owner
+        if owner is not None:
+            self._owner = None
+            owner._reads.remove(self)
         timer = self.timer
         if timer is not None:
             self.timer = None
@@ -188,7 +189,7 @@ class _Read(Deferred[bytes]):
             wanted = f"until {self.delimiter!r} ({self.limit_name}={self.size})"
         else:
             wanted = f"{self.kind.value} {self.size}"
-        state = "queued" if self._queue is not None else "done"
+        state = "queued" if self._owner is not None else "done"
         return f"<read {wanted} {state} at 0x{id(self):x}>"
 
     __str__ = __repr__
@@ -198,9 +199,20 @@ def _cancel_read(read: Deferred[bytes]) -> None:
     """
     The canceller of a L{_Read}: leave the queue, so that later bytes go to
     the next reader and nothing is consumed for this one.
+
+    If it was the first read in the queue, the next one may be satisfied by
+    what is already buffered: it fails with L{CancelledError} first, then
+    the reads behind it are given the buffer.
     """
     assert isinstance(read, _Read)
+    owner = read._owner
+    if owner is None:
+        return
+    was_head = owner._reads[0] is read
     read._remove()
+    if was_head and owner._reads:
+        read.errback(Failure(CancelledError()))
+        owner._head_removed()
 
 
 @implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)
@@ -681,7 +693,7 @@ class StateProtocol(Protocol):
         read = _Read(kind, size, delimiter, limit_name)
         if tried:
             read.seen = self._received
-        read._queue = self._reads
+        read._owner = self
         self._reads.append(read)
         if timeout is not None:
             read.timer = self.clock.callLater(
@@ -785,9 +797,20 @@ class StateProtocol(Protocol):
         """
         Fail a read that waited too long.
         """
+        was_head = bool(self._reads) and self._reads[0] is read
         read.timer = None
         read._remove()
         read.errback(defer.TimeoutError(f"read timed out after {timeout} seconds"))
+        if was_head:
+            self._head_removed()
+
+    def _head_removed(self) -> None:
+        """
+        The first queued read left without taking anything: let the reads
+        behind it try what is buffered now, rather than wait for more bytes.
+        """
+        if self._reads and not self._satisfying:
+            self._satisfy()
 
     # -- back-pressure on the receive side ------------------------------------
 
