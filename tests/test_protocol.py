@@ -158,6 +158,23 @@ class ReadLineTests(SynchronousTestCase):
         self.assertEqual(len(results), 10)
         self.assertEqual(take_until.call_count, 20)
 
+    def test_waiting_reader_keeps_no_received_chunk(self) -> None:
+        """
+        Once every buffered line is read and the handler waits for the next,
+        the protocol holds no received bytes and no spare containers (what
+        an idle connection costs).
+        """
+        results: list[object] = []
+        h = ProtocolHarness(reader(results))
+        h.feed(b"one\r\ntwo\r\n")
+        self.assertEqual(results, [b"one", b"two"])
+        p = h.protocol
+        self.assertEqual(p._buffer._data, b"")
+        self.assertEqual(len(p._reads), 1)
+        self.assertIsNone(p._tasks)
+        self.assertIsNone(p._drains)
+        self.assertIsNone(p._closed_waiters)
+
     def test_buffered_line_returns_fired_deferred_without_timer(self) -> None:
         """
         A read the buffer can satisfy returns an already-fired Deferred and
