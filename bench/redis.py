@@ -78,8 +78,11 @@ PIPELINES = [1, 16]
 #: Targets from issue 7: (pipeline, peer) -> the least kvstore/peer ratio.
 TARGETS = {(16, "asyncio"): 2.0, (16, "redis-server"): 0.3, (1, "asyncio"): 0.9}
 
-#: The longest any one start-up or measurement may take (a safety net).
+#: The longest a server may take to start (a safety net).
 DEADLINE = 60.0
+
+#: The longest one redis-benchmark run may take (a safety net).
+RUN_DEADLINE = 300.0
 
 
 class Server:
@@ -291,7 +294,14 @@ def benchmark(port: int, pipeline: int, requests: int, test: str) -> float:
         test,
         "--csv",
     ]
-    result = subprocess.run(argv, capture_output=True, timeout=DEADLINE, check=False)
+    try:
+        result = subprocess.run(
+            argv, capture_output=True, timeout=RUN_DEADLINE, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"{' '.join(argv)}: no result after {RUN_DEADLINE:.0f} s"
+        ) from None
     out = result.stdout.decode()
     err = result.stderr.decode()
     if result.returncode != 0 or "rror" in out + err:
@@ -378,6 +388,9 @@ def measure(
                         rate = benchmark(servers[name].port, pipeline, count, test)
                     except RuntimeError as e:
                         errors.setdefault(name, {})[f"-P {pipeline} {test}"] = str(e)
+                        # Not retried: a server that failed once (or hung)
+                        # would only cost more time.
+                        del requests[(name, pipeline, test)]
                         progress.write(
                             f"run {run + 1}: {name} -P {pipeline} {test}: {e}\n"
                         )
