@@ -38,7 +38,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.certs import certificates
 from tests.helpers import Body
-from txstateproto import StateProtocol
+from txstateproto import StateProtocol, _protocol
 from txstateproto._tls import start_tls
 from txstateproto.testing import ProtocolHarness
 
@@ -206,6 +206,25 @@ class EagerSendTests(_Loopback):
         self.addCleanup(b.close)
         p = Server(echo)
         transport = Custom(a, p, ("127.0.0.1", 1), None, 1, reactor)  # type: ignore[arg-type]
+        p.makeConnection(transport)
+        self.addCleanup(transport.connectionLost, Failure(ConnectionError()))
+        self.assertIsNone(p._direct)
+
+    def test_not_used_when_the_transport_lacks_what_it_needs(self) -> None:
+        """
+        A plain TCP transport missing one of the attributes the direct path
+        uses (as an older or newer Twisted might) gets the ordinary path.
+        """
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        p = Server(echo)
+        transport = tcp.Server(a, p, ("127.0.0.1", 1), None, 1, reactor)  # type: ignore[arg-type]
+        self.patch(
+            _protocol,
+            "_DIRECT_NEEDS",
+            (*_protocol._DIRECT_NEEDS, "_attribute_a_later_twisted_dropped"),
+        )
         p.makeConnection(transport)
         self.addCleanup(transport.connectionLost, Failure(ConnectionError()))
         self.assertIsNone(p._direct)

@@ -96,6 +96,27 @@ _log = Logger(namespace="txstateproto")
 #: transports all take the ordinary transport.write() path.
 _DIRECT_TYPES = frozenset({tcp.Server, tcp.Client})
 
+#: What the direct path uses of those classes (FileDescriptor's and
+#: tcp.Connection's attributes, some private): a Twisted release lacking any
+#: of them gets the ordinary path rather than an AttributeError.
+_DIRECT_NEEDS = (
+    "TLS",
+    "_aborting",
+    "_maybePauseProducer",
+    "_tempDataBuffer",
+    "_tempDataLen",
+    "_writeDisconnected",
+    "_writeDisconnecting",
+    "connected",
+    "dataBuffer",
+    "disconnecting",
+    "doWrite",
+    "offset",
+    "producer",
+    "producerPaused",
+    "startWriting",
+)
+
 # While one chunk is handled, a batch growing past this many bytes is handed to
 # the transport at once, so that its back-pressure (pauseProducing) still
 # reaches drain() in time. Twisted's FileDescriptor.bufferSize is 64 KiB too.
@@ -378,8 +399,10 @@ class StateProtocol(Protocol):
         assert transport is not None
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._producer_registered = True
-        if type(transport) in _DIRECT_TYPES and isinstance(
-            getattr(transport, "_tempDataBuffer", None), list
+        if (
+            type(transport) in _DIRECT_TYPES
+            and isinstance(getattr(transport, "_tempDataBuffer", None), list)
+            and all(hasattr(transport, name) for name in _DIRECT_NEEDS)
         ):
             self._direct = transport
         if self.idle_timeout is not None:
