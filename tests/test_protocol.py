@@ -374,6 +374,57 @@ class ReadExactlyTests(SynchronousTestCase):
         h = ProtocolHarness(idle())
         self.assertRaises(ValueError, h.protocol.read_exactly, -1)
 
+    def test_buffered_read_fires_at_once_without_a_timer(self) -> None:
+        """
+        With nothing queued and the bytes buffered, the read has fired when
+        returned, consumes exactly C{n} bytes and schedules no timeout.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"abcdef")
+        d = h.protocol.read_exactly(4, timeout=5)
+        self.assertEqual(self.successResultOf(d), b"abcd")
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertEqual(self.successResultOf(h.protocol.read_some()), b"ef")
+
+    def test_buffered_read_waits_behind_a_queued_read(self) -> None:
+        """
+        A read issued while another is queued does not take buffered bytes
+        ahead of it, even if they would satisfy it.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"ab")
+        first = h.protocol.read_line()
+        second = h.protocol.read_exactly(2)
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        h.feed(b"\r\ncd")
+        self.assertEqual(self.successResultOf(first), b"ab")
+        self.assertEqual(self.successResultOf(second), b"cd")
+
+    def test_buffered_read_lifts_the_receive_pause(self) -> None:
+        """
+        Taking buffered bytes below C{receive_high_water} resumes reading
+        from the transport.
+        """
+        h = ProtocolHarness(idle())
+        h.protocol.receive_high_water = 10
+        h.feed(b"x" * 12)
+        self.assertTrue(h.reading_paused)
+        self.assertEqual(self.successResultOf(h.protocol.read_exactly(3)), b"xxx")
+        self.assertFalse(h.reading_paused)
+
+    def test_short_buffer_after_half_close_fails_with_partial(self) -> None:
+        """
+        After the peer half-closed, a read the buffer cannot satisfy fails
+        at once with L{EndOfStreamError} carrying what was buffered.
+        """
+        h = ProtocolHarness(idle())
+        h.protocol.half_close = True
+        h.feed(b"abc")
+        h.protocol.readConnectionLost()
+        error = self.failureResultOf(h.protocol.read_exactly(5), EndOfStreamError).value
+        self.assertEqual((error.partial, error.expected), (b"abc", 5))
+
 
 class ReadSomeTests(SynchronousTestCase):
     """

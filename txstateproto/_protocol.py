@@ -652,7 +652,16 @@ class StateProtocol(Protocol):
             raise ValueError(f"read_exactly() needs a count >= 0, not {n}")
         if n > self.max_frame_size:
             return fail(FrameTooLongError(self.max_frame_size, n))
-        return self._read(_Kind.EXACTLY, n, b"", "max_frame_size", timeout)
+        if not self._reads:
+            # The hot path, flattened as in read_line: nothing queued ahead,
+            # the bytes buffered (every counted read of a pipelined framing).
+            data = self._buffer.take_exactly(n)
+            if data is not None:
+                if self._buffer_paused:
+                    self._check_buffer_pressure()
+                return succeed(data)
+            return self._queue(_Kind.EXACTLY, n, b"", "max_frame_size", timeout, True)
+        return self._queue(_Kind.EXACTLY, n, b"", "max_frame_size", timeout, False)
 
     def read_some(
         self, max_bytes: int = 65536, timeout: float | None = None
