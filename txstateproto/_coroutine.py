@@ -142,8 +142,19 @@ class _State(Enum):
     ADOPTED = "adopted"
 
 
+# Exact types seen to be Deferred subclasses (other than Coroutine), so that
+# _dispatch tests them with a set lookup instead of ABC isinstance calls.
+_DEFERRED_TYPES: set[type] = {Deferred}
+
 # Module constant: an enum attribute lookup costs more on the tail-call path.
 _RUNNING = _State.RUNNING
+
+# Deferred's metaclass is ABCMeta (it is an Awaitable), so isinstance(x,
+# Deferred) costs ~220 ns where a plain class check costs ~60: the hot paths
+# test exact types first. Results of these types are never Deferreds.
+_PLAIN_RESULTS = frozenset(
+    {bytes, str, int, float, bool, type(None), tuple, list, dict}
+)
 
 
 def _consume(result: object) -> object:
@@ -427,8 +438,9 @@ class Coroutine(Deferred[_T]):
                         # Deferred (a read the buffer satisfied) is taken
                         # without a callback, a call or a tuple.
                         value = yielded.result
-                        if type(value) is not Failure and not isinstance(
-                            value, Deferred
+                        if type(value) in _PLAIN_RESULTS or (
+                            type(value) is not Failure
+                            and not isinstance(value, Deferred)
                         ):
                             # The body may have just caught what was thrown
                             # into it: send this result, throw nothing.
@@ -482,11 +494,19 @@ class Coroutine(Deferred[_T]):
         @return: C{(value, failure, suspend)}: what to send or throw in next,
             or C{suspend=True} when the engine must return and wait.
         """
+        kind = type(yielded)
+        if kind is not Coroutine and kind in _DEFERRED_TYPES:
+            # A Deferred (or a known subclass such as a protocol's queued
+            # read) that is not a Coroutine: skip the ABC isinstance checks.
+            if self._pending:
+                self._start_pending()
+            return self._wait_for(yielded)  # type: ignore[arg-type]
         if isinstance(yielded, Coroutine) and yielded._state is _State.PENDING:
             yielded._start()
         if self._pending:
             self._start_pending()
         if isinstance(yielded, Deferred):
+            _DEFERRED_TYPES.add(kind)
             return self._wait_for(yielded)
         if isinstance(yielded, _BODY_TYPES):
             frames.append(yielded)
