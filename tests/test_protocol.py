@@ -426,6 +426,55 @@ class ReadExactlyTests(SynchronousTestCase):
         self.assertEqual((error.partial, error.expected), (b"abc", 5))
 
 
+class PeekTests(SynchronousTestCase):
+    """
+    C{peek} shows the next buffered bytes without consuming or waiting.
+    """
+
+    def test_shows_up_to_n_without_consuming(self) -> None:
+        """
+        At most C{n} bytes are shown, and the next read still gets them.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"abc")
+        h.feed(b"def")
+        self.assertEqual(h.protocol.peek(2), b"ab")
+        self.assertEqual(h.protocol.peek(4), b"abcd")
+        self.assertEqual(h.protocol.peek(100), b"abcdef")
+        self.assertEqual(h.protocol.peek(0), b"")
+        self.assertEqual(self.successResultOf(h.protocol.read_exactly(6)), b"abcdef")
+
+    def test_empty_when_nothing_buffered(self) -> None:
+        """
+        With nothing buffered it returns C{b""} at once and queues nothing.
+        """
+        h = ProtocolHarness(idle())
+        self.assertEqual(h.protocol.peek(4), b"")
+        d = h.protocol.read_some()
+        h.feed(b"x")
+        self.assertEqual(self.successResultOf(d), b"x")
+
+    def test_empty_while_reads_are_queued(self) -> None:
+        """
+        While a read is queued, the buffered bytes are that read's, so
+        nothing is shown; once it is satisfied, what follows is.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"ab")
+        d = h.protocol.read_exactly(3)
+        self.assertEqual(h.protocol.peek(2), b"")
+        h.feed(b"cde")
+        self.assertEqual(self.successResultOf(d), b"abc")
+        self.assertEqual(h.protocol.peek(5), b"de")
+
+    def test_rejects_negative_count(self) -> None:
+        """
+        A negative count raises L{ValueError} at once.
+        """
+        h = ProtocolHarness(idle())
+        self.assertRaises(ValueError, h.protocol.peek, -1)
+
+
 class ReadSomeTests(SynchronousTestCase):
     """
     C{read_some} returns what is buffered, at most C{max_bytes}, or waits

@@ -683,6 +683,29 @@ class StateProtocol(Protocol):
             raise ValueError(f"read_some() needs max_bytes >= 1, not {max_bytes}")
         return self._read(_Kind.SOME, max_bytes, b"", "max_bytes", timeout)
 
+    def peek(self, n: int) -> bytes:
+        """
+        Look at up to the next C{n} buffered bytes without consuming them.
+
+        This is for framings that decide how to read from what comes next
+        (a type byte, a length prefix) and for reading a whole message in
+        one counted read once its size is known. It never waits and never
+        consumes: the bytes stay buffered for the next read.
+
+        @param n: The most bytes to return; must be at least 0.
+        @return: The first C{min(n, buffered)} bytes a read issued now would
+            receive: C{b""} if nothing is buffered, or if other reads are
+            queued (those will take the buffered bytes first, so what
+            follows them is not known yet). A copy, never more than C{n}
+            bytes, however much is buffered.
+        @raise ValueError: If C{n} is negative.
+        """
+        if n < 0:
+            raise ValueError(f"peek() needs a count >= 0, not {n}")
+        if self._reads:
+            return b""
+        return self._buffer.peek(n)
+
     def _read(
         self,
         kind: _Kind,
