@@ -659,6 +659,180 @@ class PeekTests(SynchronousTestCase):
         self.assertEqual(len(buf), len(payload))
 
 
+def _scan_lines(
+    data: bytes | bytearray, start: int, stop: int
+) -> tuple[bytes, int] | None:
+    """
+    A scan for L{ReceiveBuffer.take_scanned}: one LF-terminated line, found
+    within C{data[start:stop]}.
+    """
+    end = data.find(b"\n", start, stop)
+    if end < 0:
+        return None
+    return bytes(data[start:end]), end + 1
+
+
+class TakeScannedTests(SynchronousTestCase):
+    """
+    L{ReceiveBuffer.take_scanned} lets a parser look at the unread bytes in
+    place, within a limit, and consumes what it parsed.
+    """
+
+    def test_scan_sees_the_chunk_itself(self) -> None:
+        """
+        The scan gets the adopted chunk (no copy), the read offset and a stop
+        bounded by the limit, and its end becomes the new offset.
+        """
+        chunk = b"skip\nabc\ndef"
+        buf = ReceiveBuffer()
+        buf.append(chunk)
+        buf.take_until(b"\n", 10)
+        seen: list[tuple[object, int, int]] = []
+
+        def scan(
+            data: bytes | bytearray, start: int, stop: int
+        ) -> tuple[str, int] | None:
+            seen.append((data, start, stop))
+            return "value", start + 2
+
+        self.assertEqual(buf.take_scanned(scan, 3), "value")
+        self.assertIs(seen[0][0], chunk)
+        self.assertEqual(seen[0][1:], (5, 8))
+        self.assertEqual(buf.take_all(), b"c\ndef")
+
+    def test_incomplete_consumes_nothing(self) -> None:
+        """
+        A scan returning C{None} leaves every byte for the next take.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"no newline")
+        self.assertIsNone(buf.take_scanned(_scan_lines, 100))
+        self.assertEqual(len(buf), 10)
+        self.assertEqual(buf.take_all(), b"no newline")
+
+    def test_message_across_a_chunk_boundary(self) -> None:
+        """
+        A message split across appends is scanned from the joined array once
+        it is whole, and the value is what a single chunk would give.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"line one\nline t")
+        self.assertEqual(buf.take_scanned(_scan_lines, 100), b"line one")
+        self.assertIsNone(buf.take_scanned(_scan_lines, 100))
+        buf.append(b"wo\nrest")
+        self.assertIs(type(buf._data), bytearray)
+        self.assertEqual(buf.take_scanned(_scan_lines, 100), b"line two")
+        self.assertEqual(buf.take_all(), b"rest")
+
+    def test_limit_bounds_what_the_scan_sees(self) -> None:
+        """
+        However much is buffered, the scan is told to stop C{limit} bytes
+        after the offset, so a message longer than that is not found.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"x" * 1000 + b"\n")
+        self.assertIsNone(buf.take_scanned(_scan_lines, 1000))
+        self.assertEqual(buf.take_scanned(_scan_lines, 1001), b"x" * 1000)
+
+    def test_end_outside_the_window_is_refused(self) -> None:
+        """
+        An end before the offset or past the stop raises L{ValueError} and
+        consumes nothing.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"abcdef")
+        buf.take_exactly(1)
+        for end in (0, 5):
+            with self.assertRaises(ValueError):
+                buf.take_scanned(lambda data, start, stop, e=end: (1, e), 3)
+        self.assertEqual(buf.take_all(), b"bcdef")
+
+    def test_scan_error_consumes_nothing(self) -> None:
+        """
+        An exception from the scan reaches the caller with nothing consumed.
+        """
+
+        def scan(data: bytes | bytearray, start: int, stop: int) -> None:
+            raise KeyError("bad")
+
+        buf = ReceiveBuffer()
+        buf.append(b"abc")
+        with self.assertRaises(KeyError):
+            buf.take_scanned(scan, 10)
+        self.assertEqual(buf.take_all(), b"abc")
+
+    def test_empty_buffer_does_not_call_the_scan(self) -> None:
+        """
+        With nothing unread the scan is not called, and a consumed chunk is
+        released as other failed takes release it.
+        """
+        calls: list[int] = []
+
+        def scan(data: bytes | bytearray, start: int, stop: int) -> None:
+            calls.append(start)
+
+        buf = ReceiveBuffer()
+        buf.append(b"ab\n")
+        buf.take_until(b"\n", 10)
+        self.assertIsNone(buf.take_scanned(scan, 10))
+        self.assertEqual(calls, [])
+        self.assertEqual(buf._data, b"")
+
+    def test_negative_limit_is_rejected(self) -> None:
+        """
+        A negative limit raises L{ValueError}.
+        """
+        with self.assertRaises(ValueError):
+            ReceiveBuffer().take_scanned(_scan_lines, -1)
+
+    def test_compaction_bounds_the_array(self) -> None:
+        """
+        Scanning messages out of a joined array forever keeps the array
+        within the same bound as the other takes.
+        """
+        buf = ReceiveBuffer()
+        chunk = b"0123456789abcd\n" * 64 + b"partial"
+        largest = 0
+        for _ in range(2000):
+            buf.append(chunk)
+            while buf.take_scanned(_scan_lines, 100) is not None:
+                pass
+            largest = max(largest, len(buf._data))
+        unread = len(buf)
+        self.assertLess(unread, 100)
+        bound = 2 * (unread + len(chunk)) + _buffer._COMPACT_MIN + len(chunk)
+        self.assertLessEqual(largest, bound)
+
+    @settings(deadline=None, max_examples=100)
+    @given(
+        lines=st.lists(
+            st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=10
+        ),
+        cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+    )
+    def test_same_lines_as_take_until_in_any_chunking(
+        self, lines: list[bytes], cuts: list[int]
+    ) -> None:
+        """
+        Lines scanned out of any chunking are those L{take_until} gives.
+        """
+        stream = b"".join(line + b"\n" for line in lines)
+        edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+        scanned, taken = ReceiveBuffer(), ReceiveBuffer()
+        got: list[bytes] = []
+        want: list[bytes] = []
+        for a, b in pairwise(edges):
+            scanned.append(stream[a:b])
+            taken.append(stream[a:b])
+            while (line := scanned.take_scanned(_scan_lines, 100)) is not None:
+                self.assertIs(type(line), bytes)
+                got.append(line)
+            while (line := taken.take_until(b"\n", 100)) is not None:
+                want.append(line)
+        self.assertEqual(got, want)
+        self.assertEqual(got, lines)
+
+
 class RepresentationTests(SynchronousTestCase):
     """
     A chunk is kept as it arrived while it holds whole messages, joined in an

@@ -475,6 +475,72 @@ class PeekTests(SynchronousTestCase):
         self.assertRaises(ValueError, h.protocol.peek, -1)
 
 
+def _scan_word(
+    data: bytes | bytearray, start: int, stop: int
+) -> tuple[bytes, int] | None:
+    """
+    A scan for L{StateProtocol.take_scanned}: bytes up to a space, within
+    C{data[start:stop]}.
+    """
+    end = data.find(b" ", start, stop)
+    if end < 0:
+        return None
+    return bytes(data[start:end]), end + 1
+
+
+class TakeScannedTests(SynchronousTestCase):
+    """
+    C{take_scanned} parses a whole message in place and consumes it, or
+    consumes nothing; it never waits.
+    """
+
+    def test_takes_whole_messages_and_leaves_the_rest(self) -> None:
+        """
+        Each call consumes one scanned message; an incomplete one is left
+        for the ordinary reads.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"one two thr")
+        self.assertEqual(h.protocol.take_scanned(_scan_word, 100), b"one")
+        self.assertEqual(h.protocol.take_scanned(_scan_word, 100), b"two")
+        self.assertIsNone(h.protocol.take_scanned(_scan_word, 100))
+        self.assertEqual(self.successResultOf(h.protocol.read_some()), b"thr")
+
+    def test_nothing_while_reads_are_queued(self) -> None:
+        """
+        While a read is queued, the scan is not called and nothing is taken:
+        the buffered bytes are that read's.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"ab c ")
+        d = h.protocol.read_exactly(6)
+        self.assertIsNone(h.protocol.take_scanned(_scan_word, 100))
+        h.feed(b"d")
+        self.assertEqual(self.successResultOf(d), b"ab c d")
+
+    def test_limit_bounds_the_message(self) -> None:
+        """
+        A message longer than C{limit} is not scanned, however much is
+        buffered.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"x" * 50 + b" ")
+        self.assertIsNone(h.protocol.take_scanned(_scan_word, 50))
+        self.assertEqual(h.protocol.take_scanned(_scan_word, 51), b"x" * 50)
+
+    def test_lifts_the_receive_pause(self) -> None:
+        """
+        Consuming the buffer below C{receive_high_water} resumes reading from
+        the transport, as a read would.
+        """
+        h = ProtocolHarness(idle())
+        h.protocol.receive_high_water = 10
+        h.feed(b"abcdefgh ijk")
+        self.assertTrue(h.reading_paused)
+        self.assertEqual(h.protocol.take_scanned(_scan_word, 100), b"abcdefgh")
+        self.assertFalse(h.reading_paused)
+
+
 class ReadSomeTests(SynchronousTestCase):
     """
     C{read_some} returns what is buffered, at most C{max_bytes}, or waits

@@ -20,6 +20,8 @@ Operations
   - C{take_exactly(n)}, C{take_some(max_bytes)}, C{take_all()}: counted reads.
   - C{peek(n)}: look at the next bytes without consuming them (protocol
     sniffing, RESP's type byte).
+  - C{take_scanned(scan, limit)}: let a parser look at the unread bytes in
+    place (no copy), at most C{limit} of them, and consume what it parsed.
   - C{clear()}, C{len()}, C{bool()}, C{repr()}.
 
 Representation
@@ -90,11 +92,14 @@ pile up either.
 
 from __future__ import annotations
 
-from typing import final
+from collections.abc import Callable
+from typing import TypeVar, final
 
 from ._errors import LineTooLongError
 
 __all__ = ["ReceiveBuffer"]
+
+_T = TypeVar("_T")
 
 # Compact only once the consumed prefix exceeds this many bytes (and half the
 # array): below it, the memmove would cost more than the memory it frees.
@@ -428,6 +433,57 @@ class ReceiveBuffer:
             return bytes(data[start:end])
         end = min(end, len(data))
         return self._copy_large(start, end)
+
+    def take_scanned(
+        self,
+        scan: Callable[[bytes | bytearray, int, int], tuple[_T, int] | None],
+        limit: int,
+    ) -> _T | None:
+        """
+        Let C{scan} parse the unread bytes in place, and consume what it
+        parsed.
+
+        C{scan(data, start, stop)} is called with the buffer's own storage
+        (the received chunk or the joining array: not a copy), the index of
+        the first unread byte and C{stop = min(len(data), start + limit)};
+        it must look only at C{data[start:stop]}, must not modify C{data}
+        and must not keep it or a view of it. It returns C{(value, end)}
+        with C{start <= end <= stop} to consume C{data[start:end]}, or
+        C{None} to consume nothing (the message is not complete, or not of
+        a form it handles).
+
+        So that the cost stays bounded, C{scan} is not called when nothing
+        is buffered, and never sees more than C{limit} bytes.
+
+        @param scan: The parser.
+        @param limit: The most bytes C{scan} may look at; at least 0.
+        @return: C{value}, or C{None} if C{scan} returned C{None} or nothing
+            is buffered.
+        @raise ValueError: If C{limit} is negative, or C{end} is outside
+            C{[start, stop]} (nothing is consumed then).
+        @raise Exception: Whatever C{scan} raises; nothing is consumed.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, not {limit}")
+        data = self._data
+        start = self._start
+        stop = len(data)
+        if stop <= start:
+            self._release_if_empty()
+            return None
+        if stop - start > limit:
+            stop = start + limit
+        found = scan(data, start, stop)
+        if found is None:
+            return None
+        value, end = found
+        if not start <= end <= stop:
+            raise ValueError(
+                f"scan returned end={end} outside [{start}, {stop}] "
+                f"(start, start + limit)"
+            )
+        self._start = end
+        return value
 
     def clear(self) -> None:
         """

@@ -59,10 +59,10 @@ C{receive_high_water}, so TCP flow control pushes back on the peer.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Generator
 from collections.abc import Coroutine as _AsyncBody
-from collections.abc import Generator
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import defer, interfaces, task, tcp
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -84,6 +84,8 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
 
 __all__ = ["ConnectionState", "StateProtocol"]
+
+_T = TypeVar("_T")
 
 _log = Logger(namespace="txstateproto")
 
@@ -705,6 +707,54 @@ class StateProtocol(Protocol):
         if self._reads:
             return b""
         return self._buffer.peek(n)
+
+    def take_scanned(
+        self,
+        scan: Callable[[bytes | bytearray, int, int], tuple[_T, int] | None],
+        limit: int,
+    ) -> _T | None:
+        """
+        Parse a whole message in place from the buffered bytes and consume
+        it, if it is all there; never wait.
+
+        This is the fast path for framings whose messages usually arrive
+        whole (a pipelining peer): one call parses and consumes a message,
+        with no Deferred and no copy of the buffer, and the framing falls
+        back to ordinary reads when it returns C{None}.
+
+        C{scan(data, start, stop)} is called with the buffer's own storage
+        (C{bytes} or C{bytearray}, not a copy), the index of the first
+        unread byte and C{stop}, at most C{start + limit}. It must look
+        only at C{data[start:stop]}, must not modify C{data}, and must not
+        keep C{data} or a view of it past the call. It returns
+        C{(value, end)} to consume C{data[start:end]} and have
+        C{take_scanned} return C{value} (which must not be C{None}), or
+        C{None} to consume nothing: the message is not complete within
+        C{stop}, or is of a form the scan leaves to the ordinary reads
+        (errors among them, so that their wording lives in one place).
+
+        C{limit} bounds the work of each call and the message size the fast
+        path handles; the buffer's memory bounds are those of the reads,
+        since nothing is kept for a scan that returns C{None}. A scan costs
+        at most C{limit} bytes of looking per call: a framing that falls
+        back to reads after a C{None} looks at each byte at most once more
+        than its reads do.
+
+        @param scan: The parser, as above.
+        @param limit: The most bytes C{scan} may look at; at least 0.
+        @return: The scan's C{value}, or C{None} if it returned C{None},
+            nothing is buffered, or other reads are queued (the buffered
+            bytes are theirs); nothing is consumed then.
+        @raise ValueError: If C{limit} is negative, or the scan's C{end} is
+            outside C{[start, stop]}; nothing is consumed.
+        @raise Exception: Whatever C{scan} raises; nothing is consumed.
+        """
+        if self._reads:
+            return None
+        value = self._buffer.take_scanned(scan, limit)
+        if value is not None and self._buffer_paused:
+            self._check_buffer_pressure()
+        return value
 
     def _read(
         self,
