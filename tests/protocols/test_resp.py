@@ -70,10 +70,15 @@ class _Reader(StateProtocol):
         self.commands: list[list[bytes]] = []
         self.error: RESPProtocolError | None = None
 
+    #: If set, fired by the test before the first command is read.
+    gate: defer.Deferred[None] | None = None
+
     def start(self) -> Body:
         """
         Read commands until one is refused.
         """
+        if self.gate is not None:
+            yield self.gate
         while True:
             try:
                 command = yield read_command(self, **self.options)
@@ -1143,3 +1148,225 @@ class _HelloServer(StateProtocol):
                 write_reply(self, {b"proto": version}, version)
             else:
                 write_reply(self, {b"n": None, b"t": True, b"d": 1.5}, version)
+
+
+class _ExactReader(_Reader):
+    """
+    A L{_Reader} whose protocol never lets a scan take anything, so that
+    L{read_command} always runs its exact parser: the model the fast path
+    is compared with.
+    """
+
+    def take_scanned(self, scan: Any, limit: int) -> None:
+        """
+        Take nothing, as when the command is not wholly buffered.
+        """
+        return None
+
+
+class _SpyReader(_Reader):
+    """
+    A L{_Reader} that records what each scan took (C{None}: nothing).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.scanned: list[object] = []
+
+    def take_scanned(self, scan: Any, limit: int) -> Any:
+        """
+        Scan as usual, and record the result.
+        """
+        value = super().take_scanned(scan, limit)
+        self.scanned.append(value)
+        return value
+
+
+def _run(
+    cls: type[_Reader],
+    chunks: list[bytes],
+    max_frame_size: int | None = None,
+    late: bool = False,
+    **options: Any,
+) -> tuple[ProtocolHarness, _Reader]:
+    """
+    Connect a C{cls} reader and feed it C{chunks}; if C{late}, it reads
+    nothing until all are buffered.
+    """
+    reader = cls(**options)
+    if max_frame_size is not None:
+        reader.max_frame_size = max_frame_size
+    if late:
+        reader.gate = defer.Deferred()
+    h = ProtocolHarness(reader)
+    h.feed_chunks(chunks)
+    if reader.gate is not None:
+        reader.gate.callback(None)
+    return h, reader
+
+
+# Bytes that make headers odd or wrong when sprinkled into a stream.
+_noise = st.binary(min_size=1, max_size=3) | st.sampled_from(
+    [b"*", b"$", b"\r", b"\n", b"\r\n", b"0", b"-1", b"\0", b"+1", b"a", b" "]
+)
+
+
+# How a header's number can be sent wrong (or oddly but acceptably).
+_BAD_NUMBERS = [
+    b"0{n}",
+    b"+{n}",
+    b"-{n}",
+    b"{n} ",
+    b" {n}",
+    b"",
+    b"x",
+    b"0",
+    b"-0",
+    b"-1",
+    b"99999999999999999999",
+    b"9223372036854775808",
+    b"2147483648",
+    b"2147483647",
+    b"{n}\0",
+    b"1{n}",
+]
+
+
+@st.composite
+def _odd_multibulk(draw: st.DrawFn) -> bytes:
+    """
+    A multibulk command with exactly one thing odd or wrong in the ways Redis
+    cares about: a count or length sent differently, a skipped byte that is
+    not LF, a bad element marker, odd bytes after a payload.
+    """
+    args = draw(st.lists(st.binary(max_size=12), min_size=1, max_size=4))
+    fields: list[list[bytes]] = [[b"*", str(len(args)).encode(), b"\r", b"\n"]]
+    for arg in args:
+        fields.append([b"$", str(len(arg)).encode(), b"\r", b"\n", arg, b"\r\n"])
+    field = draw(st.integers(0, len(fields) - 1))
+    part = draw(st.sampled_from([0, 1, 3] if field == 0 else [0, 1, 3, 5]))
+    chosen = fields[field]
+    if part == 1:
+        template = draw(st.sampled_from(_BAD_NUMBERS))
+        chosen[1] = template.replace(b"{n}", chosen[1])
+    elif part == 0:
+        chosen[0] = draw(st.sampled_from([b"%", b"\r", b"\n", b"*", b"$", b"a"]))
+    elif part == 3:
+        chosen[3] = draw(st.sampled_from([b"\r", b"x", b"$", b"*", b"\0"]))
+    else:
+        chosen[5] = draw(st.sampled_from([b"xy", b"\r\r", b"\n\n", b"*1"]))
+    return b"".join(b"".join(f) for f in fields)
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    A wholly buffered multibulk command of plain lengths is parsed in place
+    in one step; everything else takes the exact parser, with the same
+    results and errors.
+    """
+
+    def test_whole_command_is_scanned(self) -> None:
+        """
+        A command that is wholly buffered when read is taken by the scan, as
+        C{bytes}.
+        """
+        _h, reader = _run(_SpyReader, [_multibulk(b"SET", b"k", b"v") * 3])
+        self.assertEqual(reader.commands, [[b"SET", b"k", b"v"]] * 3)
+        assert isinstance(reader, _SpyReader)
+        # The first read waited (nothing was buffered at connection) and the
+        # exact parser finished it; the next two were scanned; the last scan
+        # found nothing buffered.
+        command = [b"SET", b"k", b"v"]
+        self.assertEqual(reader.scanned, [None, command, command, None])
+        self.assertEqual({type(a) for c in reader.commands for a in c}, {bytes})
+
+    def test_command_straddling_chunks_is_exact(self) -> None:
+        """
+        A command cut by a chunk boundary is not scanned whole; the exact
+        parser reads it, and the next whole one is scanned from the joined
+        bytes.
+        """
+        stream = _multibulk(b"GET", b"key") * 2
+        _h, reader = _run(_SpyReader, [stream[:10], stream[10:]])
+        self.assertEqual(reader.commands, [[b"GET", b"key"]] * 2)
+        assert isinstance(reader, _SpyReader)
+        self.assertEqual(
+            [value for value in reader.scanned if value is not None],
+            [[b"GET", b"key"]],
+        )
+
+    def test_long_command_is_left_to_the_exact_parser(self) -> None:
+        """
+        A command longer than the scan's window is read by the exact parser
+        even when wholly buffered.
+        """
+        big = b"v" * (70 * 1024)
+        _h, reader = _run(_SpyReader, [_multibulk(b"SET", b"k", big)])
+        self.assertEqual(reader.commands, [[b"SET", b"k", big]])
+        assert isinstance(reader, _SpyReader)
+        self.assertEqual(reader.scanned, [None, None])
+
+    def test_timeout_on_a_scanned_command_leaves_no_timer(self) -> None:
+        """
+        A scanned command with a timeout fires at once and leaves no timer.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(_multibulk(b"PING"))
+        d = read_command(h.protocol, timeout=5)
+        self.assertEqual(self.successResultOf(d), [b"PING"])
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    @_settings
+    @given(
+        items=st.lists(
+            st.one_of(_binary_command, _inline_command, _filler), max_size=6
+        ),
+        odd=st.one_of(_odd_multibulk(), _noise),
+        where=st.integers(0, 6),
+        cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=5),
+        max_frame_size=st.sampled_from([16 * 1024 * 1024, 5, 64]),
+        max_bulk_length=st.sampled_from([512 * 1024 * 1024, 0, 3, 40]),
+        late=st.booleans(),
+    )
+    def test_same_as_exact_parser(
+        self,
+        items: list[tuple[str, list[bytes]] | bytes],
+        odd: bytes,
+        where: int,
+        cuts: list[int],
+        max_frame_size: int,
+        max_bulk_length: int,
+        late: bool,
+    ) -> None:
+        """
+        For any stream (valid commands and fillers, and one odd command or
+        noise among them) in any chunking, read as it arrives or once all is
+        buffered, the fast path gives the commands, error, reply, closing
+        and leftover the exact parser gives.
+        """
+        items = [*items[:where], odd, *items[where:]]
+        stream = b""
+        for item in items:
+            if isinstance(item, bytes):
+                stream += item
+            elif item[0] == "bulk":
+                stream += _multibulk(*item[1])
+            else:
+                stream += b" ".join(item[1]) + b"\r\n"
+        edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+        chunks = [stream[a:b] for a, b in pairwise(edges)]
+        outcomes = []
+        for cls in (_Reader, _ExactReader):
+            h, reader = _run(
+                cls, chunks, max_frame_size, late, max_bulk_length=max_bulk_length
+            )
+            outcomes.append(
+                (
+                    reader.commands,
+                    None if reader.error is None else reader.error.message,
+                    h.take_output(),
+                    h.closed,
+                    len(reader._buffer),
+                )
+            )
+        self.assertEqual(outcomes[0], outcomes[1])

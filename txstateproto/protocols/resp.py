@@ -6,8 +6,8 @@ error a Redis server answers bad input with (L{RESPProtocolError}), and
 encoding replies in RESP2 and RESP3 (L{encode_reply}, L{write_reply},
 L{SimpleString}, L{ErrorReply}, L{NULL_ARRAY}). It must not know about a
 key-value store or any command: what a command means is the server's
-business. It imports only L{StateProtocol}'s public read and write methods,
-the coroutine engine and the error classes.
+business. It imports only L{StateProtocol}'s public read, scan and write
+methods, the coroutine engine and the error classes.
 
 Commands: what Redis 7.0 accepts, and how it says no
 ===================================================
@@ -62,24 +62,32 @@ Speed
 =====
 
 A pipelining client sends many commands per TCP segment, so the usual case
-is a command that is wholly buffered. L{read_command} then runs its parser
-synchronously: each read (the first byte, one per header, one per payload)
-comes back already fired, and its result is taken without a callback, a
-chain or a L{Coroutine}. Only when a read has to wait does the rest of the
-parse move into a Coroutine, which makes the whole read cancel-safe.
+is a command that is wholly buffered. For a multibulk command of plain
+lengths (decimal, no sign, no leading zero; each argument under 64 KiB and
+within the limits; the whole command within 64 KiB), L{read_command} first
+tries a scan through L{StateProtocol.take_scanned}: one C{find} per header
+in the buffered bytes themselves, one slice per argument, one consume, and
+an already-fired Deferred. The scan accepts only what the exact parser
+below would accept, with the same result, and returns nothing for
+everything else (an incomplete command, an inline one, any odd or bad
+header), which the exact parser then reads from the start: every rule and
+error text lives there alone. A test compares the two on random streams
+and chunkings.
 
-The first byte is a read of its own because it decides where the line ends
-(CR for a multibulk header, LF for an inline line), and L{StateProtocol}
-offers no way to look at a byte without consuming it. The byte Redis skips
-after each header's CR is read together with the next header or payload,
-so it costs nothing.
+The exact parser also runs synchronously when its bytes are buffered: each
+read (the first byte, one per header, one per payload) comes back already
+fired, and its result is taken without a callback, a chain or a
+L{Coroutine}. Only when a read has to wait does the rest of the parse move
+into a Coroutine, which makes the whole read cancel-safe. The byte Redis
+skips after each header's CR is read together with the next header or
+payload, so it costs nothing.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -228,8 +236,19 @@ def read_command(
     @raise EndOfStreamError: (as the failure) If the client half-closed in
         the middle of a command (only with C{proto.half_close}).
     """
+    # The fast path: a whole multibulk command of plain lengths, parsed in
+    # place and consumed at once. Anything else (incomplete, inline, odd or
+    # bad input) is left to the exact parser below, which owns every rule
+    # and error text.
+    arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
+    scan = _SCANNERS.get(arg_max) or _scanner(arg_max)
+    args = proto.take_scanned(scan, _SCAN_LIMIT)
+    if args is not None:
+        command = succeed(args)
+        if timeout is not None:
+            command.addTimeout(timeout, proto.clock, _command_timed_out)
+        return command
     parser = _parse_command(proto, max_bulk_length)
-    command: Deferred[list[bytes]]
     try:
         wait = _advance(parser, next(parser))
     except StopIteration as stop:
@@ -241,6 +260,81 @@ def read_command(
     if timeout is not None:
         command.addTimeout(timeout, proto.clock, _command_timed_out)
     return command
+
+
+# The most bytes the fast path looks at per command: longer commands take
+# the exact parser (their reads dominate their cost anyway).
+_SCAN_LIMIT = 65536
+
+# Length headers longer than this ("$" and 19 digits) are never plain.
+_HEADER_MAX = 20
+
+_Scan = Callable[[bytes | bytearray, int, int], tuple[list[bytes], int] | None]
+
+# One scanner per argument limit in use (usually one per server).
+_SCANNERS: dict[int, _Scan] = {}
+
+
+def _scanner(arg_max: int) -> _Scan:
+    """
+    Make (and remember) the fast-path scanner for one argument limit.
+
+    @param arg_max: The longest argument it accepts: C{max_bulk_length},
+        capped where the exact parser would read an argument another way.
+    @return: A scan for L{StateProtocol.take_scanned}.
+    """
+
+    def scan(
+        data: bytes | bytearray, start: int, stop: int
+    ) -> tuple[list[bytes], int] | None:
+        """
+        Parse C{*<count>\\r?$<len>\\r?<arg>??...} wholly within
+        C{data[start:stop]}, with plain decimal count and lengths, exactly as
+        the exact parser would; else C{None}.
+        """
+        # "*", then the count up to its CR, and the byte Redis skips after
+        # it (here not a CR, which the exact parser treats apart).
+        if data[start] != 0x2A:
+            return None
+        cr = data.find(b"\r", start + 1, min(start + _HEADER_MAX, stop))
+        if cr < 0 or cr + 1 >= stop or data[cr + 1] == 0x0D:
+            return None
+        digits = data[start + 1 : cr]
+        if not digits.isdigit() or digits[0] == 0x30:
+            return None
+        count = int(digits)
+        if count > _MAX_MULTIBULK:
+            return None
+        pos = cr + 2
+        args: list[bytes] = []
+        append = args.append
+        while count:
+            # "$<len>" up to its CR, the skipped byte, the payload and the
+            # two unchecked bytes after it.
+            if pos >= stop or data[pos] != 0x24:
+                return None
+            cr = data.find(b"\r", pos + 1, min(pos + _HEADER_MAX, stop))
+            if cr < 0:
+                return None
+            digits = data[pos + 1 : cr]
+            if not digits.isdigit() or (digits[0] == 0x30 and len(digits) > 1):
+                return None
+            length = int(digits)
+            if length > arg_max:
+                return None
+            pos = cr + 2 + length
+            if pos + 2 > stop:
+                return None
+            if isinstance(data, bytes):
+                append(data[cr + 2 : pos])
+            else:
+                append(bytes(data[cr + 2 : pos]))
+            pos += 2
+            count -= 1
+        return args, pos
+
+    _SCANNERS[arg_max] = scan
+    return scan
 
 
 def _advance(
