@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tests.helpers import idle
 from txstateproto.testing import ProtocolHarness
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -54,8 +55,8 @@ class FramingDocTests(SynchronousTestCase):
         self.blocks = _python_blocks()
 
     def test_has_the_examples(self) -> None:
-        """The document has its four Python blocks."""
-        self.assertEqual(len(self.blocks), 4)
+        """The document has its five Python blocks."""
+        self.assertEqual(len(self.blocks), 5)
 
     def test_blocks_are_formatted(self) -> None:
         """Every Python block is exactly what ruff format makes of it."""
@@ -103,3 +104,36 @@ class FramingDocTests(SynchronousTestCase):
             b"-ERR unknown command\r\n",
         )
         self.assertFalse(h.closed)
+
+    def test_records_example_in_any_chunking(self) -> None:
+        """
+        The record reader of the document reads the same records whether
+        they arrive whole (scanned) or a byte at a time (counted reads).
+        """
+        records = _run(self.blocks[4])["Records"]
+        stream = b"\x01\x00\x02hi\x07\x00\x00\x02\x00\x03abc"
+        for chunk_size in (None, 1, 4):
+            h = ProtocolHarness(records())
+            h.feed(stream, chunk_size=chunk_size)
+            self.assertEqual(h.take_output(), b"1 hi\r\n7 \r\n2 abc\r\n")
+
+    def test_record_scan_is_used_when_buffered(self) -> None:
+        """
+        A record wholly buffered is taken by the document's scan in one
+        step, with the bytes after it left buffered.
+        """
+        namespace = _run(self.blocks[4])
+        h = ProtocolHarness(idle())
+        h.feed(b"\x05\x00\x01x\x09")
+        taken: list[object] = []
+        take = h.protocol.take_scanned
+
+        def spy(scan: Any, limit: int) -> object:
+            taken.append(take(scan, limit))
+            return taken[-1]
+
+        h.protocol.take_scanned = spy  # type: ignore[method-assign]
+        d = namespace["read_record"](h.protocol)
+        self.assertEqual(self.successResultOf(d), (5, b"x"))
+        self.assertEqual(taken, [(5, b"x")])
+        self.assertEqual(h.protocol.peek(5), b"\x09")
