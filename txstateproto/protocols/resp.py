@@ -64,15 +64,16 @@ Speed
 A pipelining client sends many commands per TCP segment, so the usual case
 is a command that is wholly buffered. For a multibulk command of plain
 lengths (decimal, no sign, no leading zero; each argument under 64 KiB and
-within the limits; the whole command within 64 KiB), L{read_command} first
-tries a scan through L{StateProtocol.take_scanned}: one C{find} per header
-in the buffered bytes themselves, one slice per argument, one consume, and
-an already-fired Deferred. The scan accepts only what the exact parser
-below would accept, with the same result, and returns nothing for
-everything else (an incomplete command, an inline one, any odd or bad
-header), which the exact parser then reads from the start: every rule and
-error text lives there alone. A test compares the two on random streams
-and chunkings.
+within the limits; the whole command within 64 KiB), or an inline line
+that splits as C{bytes.split()} splits it (no quotes, VT, FF or NUL),
+L{read_command} first tries a scan through L{StateProtocol.take_scanned}:
+one C{find} per header (or per line) in the buffered bytes themselves, one
+slice per argument, one consume, and an already-fired Deferred. The scan
+accepts only what the exact parser below would accept, with the same
+result, and returns nothing for everything else (an incomplete command,
+an empty line, quotes, any odd or bad header), which the exact parser then
+reads from the start: every rule and error text lives there alone. A test
+compares the two on random streams and chunkings.
 
 The exact parser also runs synchronously when its bytes are buffered: each
 read (the first byte, one per header, one per payload) comes back already
@@ -236,10 +237,10 @@ def read_command(
     @raise EndOfStreamError: (as the failure) If the client half-closed in
         the middle of a command (only with C{proto.half_close}).
     """
-    # The fast path: a whole multibulk command of plain lengths, parsed in
-    # place and consumed at once. Anything else (incomplete, inline, odd or
-    # bad input) is left to the exact parser below, which owns every rule
-    # and error text.
+    # The fast path: a whole multibulk command of plain lengths, or a plain
+    # inline line, parsed in place and consumed at once. Anything else
+    # (incomplete, quoted, odd or bad input) is left to the exact parser
+    # below, which owns every rule and error text.
     arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
     scan = _SCANNERS.get(arg_max) or _scanner(arg_max)
     args = proto.take_scanned(scan, _SCAN_LIMIT)
@@ -295,7 +296,7 @@ def _scanner(arg_max: int) -> _Scan:
         # "*", then the count up to its CR, and the byte Redis skips after
         # it (here not a CR, which the exact parser treats apart).
         if data[start] != 0x2A:
-            return None
+            return _scan_inline(data, start, stop)
         cr = data.find(b"\r", start + 1, min(start + _HEADER_MAX, stop))
         if cr < 0 or cr + 1 >= stop or data[cr + 1] == 0x0D:
             return None
@@ -335,6 +336,37 @@ def _scanner(arg_max: int) -> _Scan:
 
     _SCANNERS[arg_max] = scan
     return scan
+
+
+def _scan_inline(
+    data: bytes | bytearray, start: int, stop: int
+) -> tuple[list[bytes], int] | None:
+    """
+    Parse a whole inline line within C{data[start:stop]} that splits as
+    C{bytes.split()} splits it (no quotes, VT, FF or NUL) into at least one
+    argument, exactly as L{_inline} would; else C{None}.
+
+    @param data: The buffered bytes.
+    @param start: Where the line starts (its first byte is not C{*}).
+    @param stop: How far the scan may look.
+    @return: The arguments and the index after the line's LF, or C{None}.
+    """
+    end = data.find(b"\n", start, stop)
+    if end <= start:
+        # Not there yet, or an empty line, which the exact parser skips.
+        return None
+    line = data[start:end]
+    if line[-1] == 0x0D:
+        line = line[:-1]
+    if b"\0" in line or _NEEDS_SPLITARGS.search(line) is not None:
+        return None
+    if isinstance(line, bytes):
+        args = line.split()
+    else:
+        args = [bytes(arg) for arg in line.split()]
+    if not args:
+        return None
+    return args, end + 1
 
 
 def _advance(
