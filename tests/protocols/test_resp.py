@@ -1293,11 +1293,11 @@ class FastPathTests(SynchronousTestCase):
         _h, reader = _run(_SpyReader, [_multibulk(b"SET", b"k", b"v") * 3])
         self.assertEqual(reader.commands, [[b"SET", b"k", b"v"]] * 3)
         assert isinstance(reader, _SpyReader)
-        # The first read waited (nothing was buffered at connection) and the
-        # exact parser finished it; the next two were scanned; the last scan
-        # found nothing buffered.
+        # The first read waited (nothing was buffered at connection); once
+        # its first byte arrived the rest was scanned, and so were the next
+        # two; the last scan found nothing buffered.
         command = [b"SET", b"k", b"v"]
-        self.assertEqual(reader.scanned, [None, command, command, None])
+        self.assertEqual(reader.scanned, [None, command, command, command, None])
         self.assertEqual({type(a) for c in reader.commands for a in c}, {bytes})
 
     def test_command_straddling_chunks_is_exact(self) -> None:
@@ -1324,7 +1324,7 @@ class FastPathTests(SynchronousTestCase):
         _h, reader = _run(_SpyReader, [_multibulk(b"SET", b"k", big)])
         self.assertEqual(reader.commands, [[b"SET", b"k", big]])
         assert isinstance(reader, _SpyReader)
-        self.assertEqual(reader.scanned, [None, None])
+        self.assertEqual(reader.scanned, [None, None, None])
 
     def test_timeout_on_a_scanned_command_leaves_no_timer(self) -> None:
         """

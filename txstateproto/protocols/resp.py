@@ -242,14 +242,14 @@ def read_command(
     # (incomplete, quoted, odd or bad input) is left to the exact parser
     # below, which owns every rule and error text.
     arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
-    scan = _SCANNERS.get(arg_max) or _scanner(arg_max)
+    scan, rest = _SCANNERS.get(arg_max) or _scanner(arg_max)
     args = proto.take_scanned(scan, _SCAN_LIMIT)
     if args is not None:
         command = succeed(args)
         if timeout is not None:
             command.addTimeout(timeout, proto.clock, _command_timed_out)
         return command
-    parser = _parse_command(proto, max_bulk_length)
+    parser = _parse_command(proto, max_bulk_length, rest)
     try:
         wait = _advance(parser, next(parser))
     except StopIteration as stop:
@@ -273,34 +273,45 @@ _HEADER_MAX = 20
 _Scan = Callable[[bytes | bytearray, int, int], tuple[list[bytes], int] | None]
 
 # One scanner per argument limit in use (usually one per server).
-_SCANNERS: dict[int, _Scan] = {}
+_SCANNERS: dict[int, tuple[_Scan, _Scan]] = {}
 
 
-def _scanner(arg_max: int) -> _Scan:
+def _scanner(arg_max: int) -> tuple[_Scan, _Scan]:
     """
-    Make (and remember) the fast-path scanner for one argument limit.
+    Make (and remember) the fast-path scanners for one argument limit.
 
     @param arg_max: The longest argument it accepts: C{max_bulk_length},
         capped where the exact parser would read an argument another way.
-    @return: A scan for L{StateProtocol.take_scanned}.
+    @return: Two scans for L{StateProtocol.take_scanned}: of a whole
+        command, and of the rest of a multibulk command after its C{*}.
     """
 
     def scan(
         data: bytes | bytearray, start: int, stop: int
     ) -> tuple[list[bytes], int] | None:
         """
-        Parse C{*<count>\\r?$<len>\\r?<arg>??...} wholly within
-        C{data[start:stop]}, with plain decimal count and lengths, exactly as
-        the exact parser would; else C{None}.
+        Parse a whole command within C{data[start:stop]}: a multibulk one
+        (see C{rest}) or an inline line (see L{_scan_inline}).
         """
-        # "*", then the count up to its CR, and the byte Redis skips after
-        # it (here not a CR, which the exact parser treats apart).
         if data[start] != 0x2A:
             return _scan_inline(data, start, stop)
-        cr = data.find(b"\r", start + 1, min(start + _HEADER_MAX, stop))
+        return rest(data, start + 1, stop)
+
+    def rest(
+        data: bytes | bytearray, start: int, stop: int
+    ) -> tuple[list[bytes], int] | None:
+        """
+        Parse C{<count>\\r?$<len>\\r?<arg>??...} (a multibulk command
+        after its C{*}) wholly within C{data[start:stop]}, with plain
+        decimal count and lengths, exactly as the exact parser would; else
+        C{None}.
+        """
+        # The count up to its CR, and the byte Redis skips after it (here
+        # not a CR, which the exact parser treats apart).
+        cr = data.find(b"\r", start, min(start + _HEADER_MAX, stop))
         if cr < 0 or cr + 1 >= stop or data[cr + 1] == 0x0D:
             return None
-        digits = data[start + 1 : cr]
+        digits = data[start:cr]
         if not digits.isdigit() or digits[0] == 0x30:
             return None
         count = int(digits)
@@ -334,8 +345,8 @@ def _scanner(arg_max: int) -> _Scan:
             count -= 1
         return args, pos
 
-    _SCANNERS[arg_max] = scan
-    return scan
+    _SCANNERS[arg_max] = scan, rest
+    return scan, rest
 
 
 def _scan_inline(
@@ -448,25 +459,35 @@ def _command_timed_out(result: list[bytes] | Failure, timeout: float) -> list[by
 
 
 def _parse_command(
-    proto: StateProtocol, max_bulk_length: int
+    proto: StateProtocol, max_bulk_length: int, rest: _Scan
 ) -> Generator[Deferred[Any], Any, list[bytes]]:
     """
     Read one non-empty command: yield each read's Deferred, get its result.
 
     @param proto: The protocol to read from.
     @param max_bulk_length: The longest argument accepted.
+    @param rest: The fast-path scan of a multibulk command after its C{*}.
     @return: The arguments.
     @raise RESPProtocolError: On input Redis rejects.
     """
     while True:
         # The first byte decides the form, and with it where the line ends:
         # a multibulk header at CR, an inline line at LF.
-        first = yield proto.read_exactly(1)
+        read = proto.read_exactly(1)
+        waited = not read.called
+        first = yield read
         if first != b"*":
             args = yield from _inline(proto, first)
             if args:
                 return args
             continue
+        if waited:
+            # The command's first byte came with a new chunk, which may
+            # hold the rest of it: scan that (the scan in read_command saw
+            # an empty buffer).
+            scanned = proto.take_scanned(rest, _SCAN_LIMIT)
+            if scanned is not None:
+                return scanned
         try:
             # 64 KiB from the '*' on, as Redis counts.
             header = yield proto.read_until(b"\r", _INLINE_MAX - 1)
