@@ -43,9 +43,14 @@ Run from the repository root::
     PYTHONPATH=. .venv/bin/python bench/micro_echo.py
     PYTHONPATH=. .venv/bin/python bench/micro_echo.py --runs 15 --cells 16B-one
     PYTHONPATH=. .venv/bin/python bench/micro_echo.py --profile 16B-pipelined
+    PYTHONPATH=. .venv/bin/python bench/micro_echo.py --framing
 
 C{--profile CELL} runs StateProtocol alone under C{cProfile} on that cell and
-prints the top functions by internal and by cumulative time.
+prints the top functions by internal and by cumulative time. C{--framing}
+instead times the framing helpers on a C{StringTransport}: 64-byte 32-bit
+length-prefixed frames echoed with C{read_frame}/C{write_frame} against
+C{Int32StringReceiver}, and RESP commands read with C{read_command} (a
+pipelined SET/GET mix and inline PINGs), in CPU microseconds per unit.
 """
 
 from __future__ import annotations
@@ -66,13 +71,14 @@ from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
-from twisted.protocols.basic import LineReceiver
+from twisted.protocols.basic import Int32StringReceiver, LineReceiver
 
 try:
     from txstateproto import StateProtocol
 except ImportError:  # Run from a checkout without PYTHONPATH=.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from txstateproto import StateProtocol
+from txstateproto.protocols import read_command, read_frame, write_frame
 
 
 class StateEcho(StateProtocol):
@@ -360,6 +366,90 @@ def profile(cell: str, transport_kind: str, scale: float) -> None:
     stats.sort_stats("cumulative").print_stats(12)
 
 
+class StateFrames(StateProtocol):
+    """
+    A 32-bit length-prefixed frame echo with C{read_frame} / C{write_frame}.
+    """
+
+    def start(self) -> Generator[Any, Any, None]:
+        while True:
+            body = yield read_frame(self)
+            write_frame(self, body)
+
+
+class Int32Frames(Int32StringReceiver):
+    """
+    The same echo on Twisted's C{Int32StringReceiver}.
+    """
+
+    def stringReceived(self, string: bytes) -> None:
+        self.sendString(string)
+
+
+class StateCommands(StateProtocol):
+    """
+    Reads RESP commands with C{read_command} and counts them (no replies:
+    this measures the reading).
+    """
+
+    count = 0
+
+    def start(self) -> Generator[Any, Any, None]:
+        while True:
+            yield read_command(self)
+            self.count += 1
+
+
+def _framing_time(
+    factory: Callable[[], Protocol], chunk: bytes, chunks: int
+) -> tuple[float, Protocol]:
+    """
+    Feed C{chunk} C{chunks} times to a fresh protocol on a StringTransport.
+
+    @return: The CPU seconds taken and the protocol.
+    """
+    protocol = factory()
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    gc.collect()
+    began = time.process_time()
+    for _ in range(chunks):
+        protocol.dataReceived(chunk)
+        transport.clear()
+    return time.process_time() - began, protocol
+
+
+def measure_framing(runs: int) -> None:
+    """
+    Print the CPU time per unit of the framing cells (StringTransport):
+    64-byte Int32 frames echoed, 32 per chunk, StateProtocol vs
+    Int32StringReceiver; and RESP commands read, 16 per chunk (a SET/GET
+    mix as redis-benchmark sends them) and 32 inline PINGs per chunk.
+    """
+    frame = (64).to_bytes(4, "big") + b"x" * 64
+    set_command = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:000000000001\r\n$3\r\nxxx\r\n"
+    get_command = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000001\r\n"
+    chunks = 2000
+    cases: list[tuple[str, Callable[[], Protocol], bytes, int]] = [
+        ("64B-frames StateProtocol", StateFrames, frame * 32, 32),
+        ("64B-frames Int32StringReceiver", Int32Frames, frame * 32, 32),
+        ("RESP SET/GET", StateCommands, (set_command + get_command) * 8, 16),
+        ("RESP PING inline", StateCommands, b"PING\r\n" * 32, 32),
+    ]
+    print(f"framing cells, StringTransport, runs={runs} (CPU us per unit)")
+    for name, factory, chunk, units in cases:
+        samples = []
+        for _ in range(runs):
+            elapsed, protocol = _framing_time(factory, chunk, chunks)
+            if isinstance(protocol, StateCommands) and protocol.count != chunks * units:
+                raise SystemExit(f"{name}: read {protocol.count} commands")
+            samples.append(elapsed / (chunks * units) * 1e6)
+        print(
+            f"{name:32} {statistics.median(samples):6.2f} us "
+            f"({min(samples):.2f}-{max(samples):.2f})"
+        )
+
+
 def main(argv: Sequence[str]) -> int:
     """
     Parse the command line and run.
@@ -380,7 +470,15 @@ def main(argv: Sequence[str]) -> int:
         "--scale", type=float, default=0.25, help="multiply the lines per cell"
     )
     parser.add_argument("--profile", metavar="CELL", help="cProfile StateProtocol")
+    parser.add_argument(
+        "--framing",
+        action="store_true",
+        help="instead, time the framing cells (read_frame, read_command)",
+    )
     options = parser.parse_args(argv)
+    if options.framing:
+        measure_framing(min(options.runs, 7))
+        return 0
     cells = [c for c in options.cells.split(",") if c]
     for cell in cells:
         if cell not in CELLS:
