@@ -11,26 +11,12 @@ the log line the plugin writes, on loopback only).
 
 from __future__ import annotations
 
-import os
-import re
-import select
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import redis
 from twisted.trial.unittest import SynchronousTestCase
 
-ROOT = Path(__file__).resolve().parents[3]
-TWISTD = Path(sys.executable).parent / "twistd"
-
-#: How long any one wait may take before the test gives up (a safety net,
-#: not a timing assertion).
-DEADLINE = 60.0
-
-LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(")
+from tests.twistd import DEADLINE, Server
 
 
 class TwistdTests(SynchronousTestCase):
@@ -39,56 +25,14 @@ class TwistdTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT)
-        self.process = subprocess.Popen(
-            [
-                str(TWISTD),
-                "--pidfile=",
-                "-n",
-                "stateproto",
-                "--protocol",
-                "examples.kvstore.KVStoreProtocol",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+        self.server = Server(
+            self,
+            "--protocol",
+            "examples.kvstore.KVStoreProtocol",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
         )
-        self.addCleanup(self._kill)
-        self.output = bytearray()
-        self.port = int(self._wait_for(LISTENING).group(1))
-
-    def _kill(self) -> None:
-        """
-        Make sure the subprocess is gone when the test ends.
-        """
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-
-    def _wait_for(self, pattern: re.Pattern[bytes]) -> re.Match[bytes]:
-        """
-        Read the server's log until C{pattern} appears in it.
-        """
-        stdout = self.process.stdout
-        assert stdout is not None
-        end = time.monotonic() + DEADLINE
-        while True:
-            found = pattern.search(self.output)
-            if found is not None:
-                return found
-            ready, _, _ = select.select(
-                [stdout], [], [], max(end - time.monotonic(), 0)
-            )
-            chunk = os.read(stdout.fileno(), 65536) if ready else b""
-            if not chunk:
-                self.fail(f"{pattern.pattern!r} not in the log:\n{self.output!r}")
-            self.output += chunk
+        self.port = self.server.port
 
     def test_serves_redis_clients(self) -> None:
         """
@@ -119,10 +63,8 @@ class TwistdTests(SynchronousTestCase):
             self.assertEqual(other.get("greeting"), b"hello")
         finally:
             other.close()
-        self.process.send_signal(signal.SIGTERM)
-        rest, _ = self.process.communicate(timeout=DEADLINE)
-        self.output += rest
+        status, log = self.server.stop(signal.SIGTERM)
         # twistd re-raises the signal once it has shut down.
-        self.assertEqual(self.process.returncode, -signal.SIGTERM, self.output.decode())
-        self.assertIn(b"stopped: 2 connections served", self.output)
-        self.assertNotIn(b"Traceback", self.output)
+        self.assertEqual(status, -signal.SIGTERM, log)
+        self.assertIn("stopped: 2 connections served", log)
+        self.assertNotIn("Traceback", log)
