@@ -1286,10 +1286,12 @@ spread over all the lines). strace slows the servers down a lot, so these runs
 say nothing about speed, only about how many calls each line costs; the speed
 is in the "1 in flight" rows of scenario 1.
 
-The experiment row is `bench/servers/protocol_eager_echo.py`: the bare
-`Protocol` echo that calls `socket.send()` itself when that is safe (see
-below) and hands whatever the kernel did not take to `transport.write()`. It
-is there to measure the lever; the library does not do this.
+`StateProtocol` sends eagerly on plain TCP (below); `LineReceiver` and the
+bare `Protocol` use Twisted's `transport.write()` as it is. The experiment row
+is `bench/servers/protocol_eager_echo.py`: the bare `Protocol` echo calling
+`socket.send()` itself when that is safe and handing whatever the kernel did
+not take to `transport.write()`. It shows what the lever is worth on the
+cheapest server Twisted allows, apart from the rest of `StateProtocol`'s cost.
 """
 
 EAGER_SEND_MECHANISM = """\
@@ -1307,30 +1309,51 @@ woken through `call_soon`, and (in the table, where present) maps and unmaps
 memory on every read: it calls `recv(256 KiB)`, a buffer above glibc's
 `mmap` threshold, and shrinks it to the bytes received.
 
-What an eager send in `StateProtocol` needs (findings for whoever changes the
-library; this harness does not change it):
+How `StateProtocol` sends eagerly (kept: "Writes" in the module docstring of
+`txstateproto/_protocol.py`; tests over loopback in
+`tests/test_eager_send.py`):
 
-- *From the transport:* the socket (`transport.socket`, or `getHandle()`) and
-  the knowledge that nothing is queued ahead: `transport.dataBuffer` empty and
-  `transport._tempDataLen == 0` (attributes of `abstract.FileDescriptor`, the
-  second one private, so the check must be tied to the exact class).
-- *When it applies:* only when `type(transport)` is exactly
-  `twisted.internet.tcp.Server` (or `tcp.Client`), not a subclass, **and**
-  `transport.TLS` is false: `startTLS()` on a plain TCP connection keeps the
-  same `tcp.Server` object and only flips `TLS`, routing `write()` through the
-  TLS protocol, so the type check alone is not safe. Wrapping transports
-  (`TLSMemoryBIOProtocol`, `ProtocolWrapper`, HAProxy, SSH channels, stdio,
-  `StringTransport`, the IOCP reactor's own TCP class) all fail the exact
-  type check and keep the normal path. Also never while the transport is
-  closing (`disconnecting`, `_writeDisconnecting`) or not `connected`.
-- *Fallback:* a partial send returns the count sent: the remainder goes to
-  `transport.write()`, after which the transport owns the ordering. `EAGAIN`
-  and any other `OSError` hand everything to `transport.write()`, so the
-  reactor retries or reports the loss the usual way.
-- *Where:* once per `dataReceived`, after every complete message in the chunk
-  has been handled, so that one `send()` carries all the replies the chunk
-  produced; writes made at other times (timers, side tasks) keep the normal
-  path or are flushed the same way at the end of that callback.
+- *What it needs from the transport:* the internals of Twisted's
+  `abstract.FileDescriptor` and `tcp.Connection`, several of them private.
+  While a received chunk is handled, `write()` and `write_line()` append to
+  the transport's own send buffer (`_tempDataBuffer`, `_tempDataLen`), so
+  `self.transport.write()` made meanwhile keeps its place in the order; at
+  the end of `dataReceived` the transport's own `doWrite()` is called at
+  once instead of on the next reactor turn. Every attribute relied on
+  (`TLS`, `dataBuffer`, `offset`, `producer`, `producerPaused`,
+  `_writeDisconnecting`, `_aborting`, `_maybePauseProducer`, `startWriting`,
+  ...) is checked at `connectionMade`: a Twisted release lacking one gets
+  the ordinary path instead of an `AttributeError`.
+- *How it detects that it applies:* at `connectionMade`, `type(transport)`
+  must be exactly `twisted.internet.tcp.Server` or `tcp.Client`, not a
+  subclass. TLS listeners and endpoints (a `TLSMemoryBIOProtocol` in
+  between), other wrappers (`ProtocolWrapper`, HAProxy, SSH channels,
+  stdio), UNIX sockets, the IOCP reactor's classes and test transports
+  (`StringTransport`) fail that check and keep `transport.write()`. Then, on
+  every write and every send, `transport.TLS` must be false: `start_tls()`
+  on a plain connection keeps the same `tcp.Server` and only flips `TLS`,
+  so bytes written before it still leave first in plaintext and every later
+  write goes through TLS. The send at the end of the chunk is made only when
+  nothing is queued from an earlier turn (`len(dataBuffer) == offset`), the
+  connection and its write side are not closing or aborting, and the
+  protocol is the transport's unpaused streaming producer, so that
+  `doWrite()` calls nothing back.
+- *Fallback:* `doWrite()` sends what the kernel takes and keeps the rest:
+  after a partial send or `EAGAIN` the rest is registered for writing as
+  `transport.write()` would have done, and an error is left for the
+  reactor's own `doWrite()` to report. If any condition above fails, the
+  batch is registered for writing in the same way. A batch past 64 KiB, and
+  any batch when `drain()` is called, is handed over at once, so the
+  transport's back-pressure still pauses the handler in time.
+- *Where:* once per `dataReceived`, after every complete message in the
+  chunk has been handled, so that one `send()` carries all the replies the
+  chunk produced. Writes made at other times (timers, side tasks) take the
+  ordinary `transport.write()` path and its next-turn send.
+- *What it gains:* when it was added (commit `210d538`, strace as here, 2
+  shared cores, loaded), `StateProtocol`'s syscalls per echoed line went from
+  6.01 to 3.00 at 1 connection (`epoll_ctl` 2.00 to 0.00, `epoll_wait` 2.00
+  to 1.00) and from 4.66 to 2.28 at 100 connections. This run measures it
+  again: see the findings above and the table.
 """
 
 
@@ -1374,9 +1397,10 @@ def eager_findings(results: Results) -> str:
 
     groups = (
         (
-            "Twisted's transports (StateProtocol, LineReceiver, bare Protocol)",
-            ["stateproto", "linereceiver", "protocol"],
+            "Twisted's `transport.write()` (LineReceiver, bare Protocol)",
+            ["linereceiver", "protocol"],
         ),
+        ("StateProtocol (eager send on plain TCP)", ["stateproto"]),
         ("The eager-send experiment", ["eager"]),
         ("asyncio streams", ["asyncio"]),
         ("uvloop streams", ["uvloop"]),
@@ -1395,25 +1419,50 @@ def eager_findings(results: Results) -> str:
             )
         if parts:
             bullets.append(f"- {label}, per line: " + "; ".join(parts) + ".")
+    compared = []
+    for conns in STRACE_CONNS:
+        theirs = per_line.get(("linereceiver", conns))
+        ours = per_line.get(("stateproto", conns))
+        if theirs is None or ours is None:
+            continue
+        compared.append(
+            f"{conns} conn{'s' if conns > 1 else ''}: {theirs['all']:.2f} to "
+            f"{ours['all']:.2f} in all, `epoll_ctl` "
+            f"{theirs.get('epoll_ctl', 0.0):.2f} to {ours.get('epoll_ctl', 0.0):.2f}"
+        )
+    if compared:
+        bullets.append(
+            "- Syscalls per line, `LineReceiver` to `StateProtocol`: "
+            + "; ".join(compared)
+            + "."
+        )
     if per_line:
         bullets.append(
             "- At 100 connections several sockets are ready at each "
             "`epoll_wait` (all the more under strace, which slows the server), "
             "so that call is shared between lines; the `epoll_ctl` pair of "
-            "Twisted's transports is per reply, so it is not shared."
+            "`transport.write()` is per reply, so it is not shared."
         )
     for cell in (c for c in ECHO_CELLS if c.inflight == 1):
+        ours = results.ratios("echo", cell.key, "stateproto")
         gain = paired_ratios(results, cell.key, "eager", "protocol")
-        if not gain:
+        if not ours and not gain:
             continue
-        vs_lr = results.ratios("echo", cell.key, "eager")
         asyncio_ = results.ratios("echo", cell.key, "asyncio")
         uvloop_ = results.ratios("echo", cell.key, "uvloop")
+        parts = []
+        if ours:
+            parts.append(f"`StateProtocol` {fmt_ratio(ours)} `LineReceiver`")
+        if gain:
+            vs_lr = results.ratios("echo", cell.key, "eager")
+            parts.append(
+                f"the eager send makes the bare `Protocol` {fmt_ratio(gain)} "
+                f"as fast as without it, that is {fmt_ratio(vs_lr)} `LineReceiver`"
+            )
         bullets.append(
-            f"- Throughput, {cell.label}: the eager send makes the bare "
-            f"`Protocol` {fmt_ratio(gain)} as fast as without it, that is "
-            f"{fmt_ratio(vs_lr)} `LineReceiver` (asyncio streams "
-            f"{fmt_ratio(asyncio_)}, uvloop {fmt_ratio(uvloop_)})."
+            f"- Throughput, {cell.label}: "
+            + "; ".join(parts)
+            + f" (asyncio streams {fmt_ratio(asyncio_)}, uvloop {fmt_ratio(uvloop_)})."
         )
     return "\n".join(bullets) + "\n" if bullets else ""
 

@@ -8,8 +8,11 @@ exactly a plain TCP server connection with TLS off, nothing buffered and no
 close under way, the reply goes straight to C{socket.send()}; whatever the
 kernel does not take (a partial send, C{EAGAIN}, an error) goes to
 C{transport.write()} as usual, so ordering is kept and errors are reported by
-the transport. It measures what the eager send of issue 9 can gain, for the
-investigation in C{docs/benchmarks.md}; the library does not do this.
+the transport. It measures what the eager send of issue 9 is worth on the
+cheapest Twisted server, apart from the rest of StateProtocol's cost, for
+C{docs/benchmarks.md}. StateProtocol itself sends eagerly on plain TCP in its
+own way (its transport's C{doWrite()} at the end of C{dataReceived}: "Writes"
+in the module docstring of C{txstateproto/_protocol.py}).
 """
 
 from __future__ import annotations
