@@ -10,16 +10,21 @@ does is in L{examples.kvstore.commands}, the data in L{examples.kvstore.store}.
 Replies in batches
 ==================
 A pipelining client (redis-benchmark C{-P 16}, a redis-py pipeline) sends
-many commands in one TCP segment. L{read_command} returns an already-fired
-Deferred for every command that is wholly buffered, so the serving loop
-answers them one after another without waiting, appending each encoded
-reply to a list; only when the next command is not complete yet (the loop
-is about to wait for the peer) does it join the list and make one
-transport write. So a segment of N commands costs one write, and the
-client gets its replies in one segment. The list is also flushed every
-L{KVStoreProtocol.max_pending_replies} replies, and after each flush the
-loop waits for L{StateProtocol.drain}: a client that sends without reading
-its replies stops being read, instead of growing our memory.
+many commands in one TCP segment. The serving loop takes every command
+that is wholly buffered in one call to
+L{txstateproto.protocols.resp.take_commands} (no Deferred per command),
+runs them one after another, appending each encoded reply to a list, and
+only when nothing complete is left does it fall back to L{read_command}:
+for an incomplete command, which it waits for, and for input of a form
+C{take_commands} leaves to it (quoted lines, long arguments, errors).
+Before waiting it joins the list and makes one transport write. So a
+segment of N commands costs one parse call, one engine resume and one
+write, and the client gets its replies in one segment. The list is also
+flushed every L{KVStoreProtocol.max_pending_replies} replies, and after each
+flush the loop waits for L{StateProtocol.drain}: a client that sends
+without reading its replies stops being read, instead of growing our
+memory. Commands taken after C{MULTI}, C{EXEC} or C{DISCARD} in the same
+batch are handed to the next state, in order.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from txstateproto.protocols.resp import (
     RESPProtocolError,
     encode_reply,
     read_command,
+    take_commands,
 )
 
 __all__ = ["KVStoreProtocol"]
@@ -109,6 +115,9 @@ class KVStoreProtocol(StateProtocol):
         super().__init__()
         self.session = Session()
         self._out: list[bytes] = []
+        # Commands taken from the buffer by one state and left for the
+        # next (those after MULTI, EXEC or DISCARD in one batch).
+        self._taken: list[list[bytes]] = []
 
     #### The states
 
@@ -136,63 +145,76 @@ class KVStoreProtocol(StateProtocol):
         # The time of the current batch, in ms; -1 until a command needs it.
         now = -1
         while True:
-            pending = read_command(self, max_bulk)
-            # The hot path: a command that was wholly buffered has fired with
-            # its arguments; take them without a trip through the engine.
-            if pending.called and type(pending.result) is list and len(out) < limit:
-                args = pending.result
-            else:
-                if out:
-                    yield from self._flush(pending)
-                try:
-                    args = yield pending
-                except RESPProtocolError as e:
-                    self._refuse(e)
-                    return
-                # Commands that arrive together run at one instant.
-                now = -1
-            command = table.get(args[0])
-            if command is None:
-                command = lookup(args[0])
+            # The hot path: every command wholly buffered, taken at once
+            # and run without a trip through the engine.
+            batch = self._taken
+            if batch:
+                # Taken by the other state before it handed over.
+                self._taken = []
+            elif len(out) < limit:
+                batch = take_commands(self, max_bulk, limit - len(out))
+            if not batch:
+                # Incomplete, odd or bad input, or too many replies
+                # waiting: read_command has the exact rules and errors.
+                pending = read_command(self, max_bulk)
+                if pending.called and type(pending.result) is list and len(out) < limit:
+                    # Buffered: take it without a trip through the engine.
+                    batch = [pending.result]
+                else:
+                    if out:
+                        yield from self._flush(pending)
+                    try:
+                        batch = [(yield pending)]
+                    except RESPProtocolError as e:
+                        self._refuse(e)
+                        return
+                    # Commands that arrive together run at one instant.
+                    now = -1
+            for index, args in enumerate(batch):
+                command = table.get(args[0])
                 if command is None:
-                    out.append(encode_reply(unknown_command(args)))
+                    command = lookup(args[0])
+                    if command is None:
+                        out.append(encode_reply(unknown_command(args)))
+                        continue
+                arity = command.arity
+                if len(args) != arity and (arity > 0 or len(args) < -arity):
+                    out.append(encode_reply(arity_error(command, args)))
                     continue
-            arity = command.arity
-            if len(args) != arity and (arity > 0 or len(args) < -arity):
-                out.append(encode_reply(arity_error(command, args)))
-                continue
-            handler = command.handler
-            if handler is None:
-                if command.name == "multi":
-                    out.append(_OK_BYTES)
-                    noreturn(self.transaction())
-                if command.name == "quit":
-                    self._close_with(_OK_BYTES)
-                    return
-                out.append(
-                    encode_reply(
-                        ErrorReply(f"ERR {command.name.upper()} without MULTI")
+                handler = command.handler
+                if handler is None:
+                    if command.name == "multi":
+                        out.append(_OK_BYTES)
+                        # The rest of the batch is the transaction's.
+                        self._taken = batch[index + 1 :]
+                        noreturn(self.transaction())
+                    if command.name == "quit":
+                        self._close_with(_OK_BYTES)
+                        return
+                    out.append(
+                        encode_reply(
+                            ErrorReply(f"ERR {command.name.upper()} without MULTI")
+                        )
                     )
-                )
-                continue
-            if now < 0:
-                now = int(clock.seconds() * 1000)
-                store.expire_due(now)
-            try:
-                reply = handler(store, session, args, now)
-            except CommandError as e:
-                out.append(encode_reply(ErrorReply(e.message)))
-                continue
-            if type(reply) is bytes:
-                out.append(b"$%d\r\n%s\r\n" % (len(reply), reply))
-            elif reply is OK:
-                out.append(_OK_BYTES)
-            elif type(reply) is int:
-                out.append(b":%d\r\n" % reply)
-            elif reply is None:
-                out.append(_NULL[session.protocol])
-            else:
-                out.append(encode_reply(reply, session.protocol))
+                    continue
+                if now < 0:
+                    now = int(clock.seconds() * 1000)
+                    store.expire_due(now)
+                try:
+                    reply = handler(store, session, args, now)
+                except CommandError as e:
+                    out.append(encode_reply(ErrorReply(e.message)))
+                    continue
+                if type(reply) is bytes:
+                    out.append(b"$%d\r\n%s\r\n" % (len(reply), reply))
+                elif reply is OK:
+                    out.append(_OK_BYTES)
+                elif type(reply) is int:
+                    out.append(b":%d\r\n" % reply)
+                elif reply is None:
+                    out.append(_NULL[session.protocol])
+                else:
+                    out.append(encode_reply(reply, session.protocol))
 
     def transaction(self) -> Generator[Any, Any, None]:
         """
@@ -207,15 +229,23 @@ class KVStoreProtocol(StateProtocol):
         limit = self.max_pending_replies
         queued: list[tuple[Command, list[bytes]]] = []
         failed = False
+        # Commands serving took from the buffer after MULTI: these first.
+        taken = self._taken
+        self._taken = []
+        next_taken = 0
         while True:
-            pending = read_command(self, self.max_bulk_length)
-            if out and (not pending.called or len(out) >= limit):
-                yield from self._flush(pending)
-            try:
-                args = yield pending
-            except RESPProtocolError as e:
-                self._refuse(e)
-                return
+            if next_taken < len(taken):
+                args = taken[next_taken]
+                next_taken += 1
+            else:
+                pending = read_command(self, self.max_bulk_length)
+                if out and (not pending.called or len(out) >= limit):
+                    yield from self._flush(pending)
+                try:
+                    args = yield pending
+                except RESPProtocolError as e:
+                    self._refuse(e)
+                    return
             command = lookup(args[0])
             if command is None:
                 failed = True
@@ -235,10 +265,12 @@ class KVStoreProtocol(StateProtocol):
                     reply = self._execute(queued)
                 del queued
                 out.append(encode_reply(reply, self.session.protocol))
+                self._taken = taken[next_taken:]
                 noreturn(self.serving())
             if command.name == "discard":
                 del queued
                 out.append(_OK_BYTES)
+                self._taken = taken[next_taken:]
                 noreturn(self.serving())
             if command.name == "quit":
                 self._close_with(_OK_BYTES)

@@ -37,6 +37,7 @@ from txstateproto.protocols import (
     SimpleString,
     encode_reply,
     read_command,
+    take_commands,
     write_reply,
 )
 from txstateproto.testing import ProtocolHarness
@@ -1377,6 +1378,237 @@ class FastPathTests(SynchronousTestCase):
         chunks = [stream[a:b] for a, b in pairwise(edges)]
         outcomes = []
         for cls in (_Reader, _ExactReader):
+            h, reader = _run(
+                cls, chunks, max_frame_size, late, max_bulk_length=max_bulk_length
+            )
+            outcomes.append(
+                (
+                    reader.commands,
+                    None if reader.error is None else reader.error.message,
+                    h.take_output(),
+                    h.closed,
+                    len(reader._buffer),
+                )
+            )
+        self.assertEqual(outcomes[0], outcomes[1])
+
+
+class _BatchReader(_Reader):
+    """
+    A L{_Reader} that takes every wholly buffered command with
+    L{take_commands} and reads with L{read_command} only when that takes
+    nothing, as a batching server does; C{batches} records what each
+    L{take_commands} call took.
+    """
+
+    #: The C{limit} given to L{take_commands}.
+    limit = 1024
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.batches: list[list[list[bytes]]] = []
+
+    def start(self) -> Body:
+        """
+        Take commands in batches until one is refused.
+        """
+        if self.gate is not None:
+            yield self.gate
+        while True:
+            batch = take_commands(self, limit=self.limit, **self.options)
+            self.batches.append(batch)
+            if not batch:
+                try:
+                    batch = [(yield read_command(self, **self.options))]
+                except RESPProtocolError as e:
+                    self.error = e
+                    self.write(e.reply)
+                    return
+            self.commands.extend(batch)
+
+
+def _batch_reader(limit: int) -> type[_BatchReader]:
+    """
+    A L{_BatchReader} class taking at most C{limit} commands per call.
+    """
+    return type("_LimitedBatchReader", (_BatchReader,), {"limit": limit})
+
+
+class TakeCommandsTests(SynchronousTestCase):
+    """
+    L{take_commands} takes every wholly buffered command of plain form in
+    one call, exactly as L{read_command} would read them, and leaves the
+    rest to L{read_command}.
+    """
+
+    def test_takes_every_buffered_command(self) -> None:
+        """
+        All the commands of a chunk are taken in one call, multibulk and
+        inline alike, as C{bytes}; the next call finds nothing.
+        """
+        stream = (_multibulk(b"SET", b"k", b"v") + b"PING\r\n") * 3 + _multibulk(
+            b"GET", b"k"
+        )
+        _h, reader = _run(_BatchReader, [stream], late=True)
+        assert isinstance(reader, _BatchReader)
+        expected = [[b"SET", b"k", b"v"], [b"PING"]] * 3 + [[b"GET", b"k"]]
+        self.assertEqual(reader.batches, [expected, []])
+        self.assertEqual(reader.commands, expected)
+        self.assertEqual({type(a) for c in reader.commands for a in c}, {bytes})
+
+    def test_nothing_buffered(self) -> None:
+        """
+        With nothing buffered, nothing is taken and nothing is consumed.
+        """
+        h = ProtocolHarness(idle())
+        self.assertEqual(take_commands(h.protocol), [])
+        h.feed(b"PING\r\n")
+        self.assertEqual(take_commands(h.protocol), [[b"PING"]])
+        self.assertEqual(take_commands(h.protocol), [])
+
+    def test_stops_before_an_incomplete_command(self) -> None:
+        """
+        The commands before an incomplete one are taken; the incomplete one
+        stays buffered for L{read_command}.
+        """
+        h = ProtocolHarness(idle())
+        whole = _multibulk(b"GET", b"a")
+        h.feed(whole * 2 + whole[:-1])
+        self.assertEqual(take_commands(h.protocol), [[b"GET", b"a"]] * 2)
+        self.assertEqual(take_commands(h.protocol), [])
+        d = read_command(h.protocol)
+        self.assertNoResult(d)
+        h.feed(whole[-1:])
+        self.assertEqual(self.successResultOf(d), [b"GET", b"a"])
+
+    def test_limit(self) -> None:
+        """
+        At most C{limit} commands are taken per call, and the rest stay
+        buffered in order.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"".join(_multibulk(b"ECHO", b"%d" % i) for i in range(5)))
+        self.assertEqual(
+            take_commands(h.protocol, limit=2), [[b"ECHO", b"0"], [b"ECHO", b"1"]]
+        )
+        self.assertEqual(take_commands(h.protocol, limit=1), [[b"ECHO", b"2"]])
+        self.assertEqual(
+            take_commands(h.protocol, limit=10), [[b"ECHO", b"3"], [b"ECHO", b"4"]]
+        )
+
+    def test_limit_must_be_positive(self) -> None:
+        """
+        A limit under 1 is refused with the limit named.
+        """
+        h = ProtocolHarness(idle())
+        with self.assertRaisesRegex(ValueError, "limit >= 1, not 0"):
+            take_commands(h.protocol, limit=0)
+
+    def test_queued_read_owns_the_buffer(self) -> None:
+        """
+        While a read is queued, the buffered bytes are its: nothing is taken.
+        """
+        h = ProtocolHarness(idle())
+        d = read_command(h.protocol)
+        h.feed(b"*1\r\n$4\r\nPI")
+        self.assertEqual(take_commands(h.protocol), [])
+        h.feed(b"NG\r\nPING\r\n")
+        self.assertEqual(self.successResultOf(d), [b"PING"])
+        self.assertEqual(take_commands(h.protocol), [[b"PING"]])
+
+    def test_left_to_read_command(self) -> None:
+        """
+        Payloads holding CR LF, long arguments, quoted lines, empty lines
+        and zero counts are not taken; L{read_command} reads them, and the
+        commands after them are taken again.
+        """
+        long_arg = b"x" * 1024
+        odd = [
+            _multibulk(b"SET", b"k", b"a\r\nb"),
+            _multibulk(b"SET", b"k", long_arg),
+            b'SET k "a b"\r\n',
+            b"\r\n",
+            b"*0\r\n",
+        ]
+        stream = b"".join(o + b"PING\r\n" for o in odd)
+        _h, reader = _run(_BatchReader, [stream], late=True)
+        assert isinstance(reader, _BatchReader)
+        self.assertEqual(
+            reader.commands,
+            [
+                [b"SET", b"k", b"a\r\nb"],
+                [b"PING"],
+                [b"SET", b"k", long_arg],
+                [b"PING"],
+                [b"SET", b"k", b"a b"],
+                [b"PING"],
+                [b"PING"],
+                [b"PING"],
+            ],
+        )
+        self.assertEqual(
+            reader.batches,
+            # The skipped empty line and zero count: read_command reads the
+            # PING after each.
+            [[], [[b"PING"]], [], [[b"PING"]], [], [[b"PING"]], [], [], []],
+        )
+
+    def test_errors_come_from_read_command(self) -> None:
+        """
+        The commands before bad input are taken; the bad input is refused by
+        L{read_command} with Redis's words.
+        """
+        _h, reader = _run(
+            _BatchReader, [_multibulk(b"PING") * 2 + b"*1\r\n%4\r\n"], late=True
+        )
+        self.assertEqual(reader.commands, [[b"PING"]] * 2)
+        assert reader.error is not None
+        self.assertEqual(reader.error.message, "Protocol error: expected '$', got '%'")
+
+    @_settings
+    @given(
+        items=st.lists(
+            st.one_of(_binary_command, _inline_command, _filler), max_size=8
+        ),
+        odd=st.one_of(_odd_multibulk(), _noise, _odd_inline),
+        where=st.integers(0, 8),
+        cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=5),
+        max_frame_size=st.sampled_from([16 * 1024 * 1024, 5, 64]),
+        max_bulk_length=st.sampled_from([512 * 1024 * 1024, 0, 3, 40]),
+        limit=st.sampled_from([1, 2, 1024]),
+        late=st.booleans(),
+    )
+    def test_same_as_exact_parser(
+        self,
+        items: list[tuple[str, list[bytes]] | bytes],
+        odd: bytes,
+        where: int,
+        cuts: list[int],
+        max_frame_size: int,
+        max_bulk_length: int,
+        limit: int,
+        late: bool,
+    ) -> None:
+        """
+        For any stream (valid commands and fillers, and one odd command or
+        noise among them) in any chunking, read as it arrives or once all is
+        buffered, taking commands in batches gives the commands, error,
+        reply, closing and leftover that reading each with the exact parser
+        gives.
+        """
+        items = [*items[:where], odd, *items[where:]]
+        stream = b""
+        for item in items:
+            if isinstance(item, bytes):
+                stream += item
+            elif item[0] == "bulk":
+                stream += _multibulk(*item[1])
+            else:
+                stream += b" ".join(item[1]) + b"\r\n"
+        edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+        chunks = [stream[a:b] for a, b in pairwise(edges)]
+        outcomes = []
+        for cls in (_batch_reader(limit), _ExactReader):
             h, reader = _run(
                 cls, chunks, max_frame_size, late, max_bulk_length=max_bulk_length
             )

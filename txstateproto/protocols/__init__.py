@@ -27,6 +27,7 @@ from txstateproto.protocols.resp import (
     SimpleString,
     encode_reply,
     read_command,
+    take_commands,
     write_reply,
 )
 from txstateproto.protocols.structs import read_struct, write_struct
@@ -41,6 +42,7 @@ __all__ = [
     "read_frame",
     "read_netstring",
     "read_struct",
+    "take_commands",
     "write_frame",
     "write_netstring",
     "write_reply",

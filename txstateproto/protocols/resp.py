@@ -110,6 +110,7 @@ __all__ = [
     "SimpleString",
     "encode_reply",
     "read_command",
+    "take_commands",
     "write_reply",
 ]
 
@@ -261,6 +262,161 @@ def read_command(
     if timeout is not None:
         command.addTimeout(timeout, proto.clock, _command_timed_out)
     return command
+
+
+def take_commands(
+    proto: StateProtocol,
+    max_bulk_length: int = _DEFAULT_MAX_BULK,
+    limit: int = 1024,
+) -> list[list[bytes]]:
+    """
+    Take every command that is wholly buffered right now, in one call: no
+    Deferred, no wait.
+
+    This is the batch form of L{read_command}'s fast path, for a server that
+    answers a pipelining client (many commands per TCP segment) a segment
+    at a time: one call parses the buffered commands in place, and the
+    handler runs them all and writes their replies in one write before it
+    waits again. It takes the commands from the start of the buffer, in
+    order, and stops before the first one it leaves to L{read_command}: an
+    incomplete command, an empty line, a zero or negative count, quotes,
+    any odd or bad header, an argument over C{max_bulk_length} or 1023
+    bytes, a command of more than 255 arguments, or anything past the first
+    64 KiB. So it never fails: whatever it does not take, L{read_command}
+    then reads with its exact rules and errors::
+
+        while True:
+            commands = take_commands(self)
+            if not commands:
+                try:
+                    commands = [(yield read_command(self))]
+                except RESPProtocolError as e:
+                    self.write(e.reply)
+                    return
+            for command in commands:
+                ...
+
+    Each command it takes is exactly what L{read_command} would have
+    returned for it.
+
+    @param proto: The protocol to read from.
+    @param max_bulk_length: The longest argument accepted, in bytes, as for
+        L{read_command}.
+    @param limit: The most commands to take, at least 1: a bound on the
+        work of one call and on what the handler holds at once.
+    @return: The commands, each a non-empty list of C{bytes}, in order; an
+        empty list if the first buffered command is not one it takes, if
+        nothing is buffered, or if reads are queued.
+    @raise ValueError: If C{limit} is less than 1.
+    """
+    if limit < 1:
+        raise ValueError(f"take_commands() needs a limit >= 1, not {limit}")
+    arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
+    lengths = _LENGTHS.get(arg_max)
+    if lengths is None:
+        lengths = _LENGTHS[arg_max] = {
+            b"$%d" % n: n for n in range(min(arg_max, _BATCH_ARG_MAX) + 1)
+        }
+
+    def scan(
+        data: bytes | bytearray, start: int, stop: int
+    ) -> tuple[list[list[bytes]], int] | None:
+        return _scan_batch(data, start, stop, lengths, limit)
+
+    return proto.take_scanned(scan, _SCAN_LIMIT) or []
+
+
+# take_commands takes arguments up to this long, and counts up to
+# _BATCH_COUNT_MAX: their headers are looked up in a table rather than
+# parsed (longer arguments cost more to copy than their headers to parse,
+# and read_command scans them).
+_BATCH_ARG_MAX = 1023
+_BATCH_COUNT_MAX = 255
+
+# The plain count headers take_commands knows, and their values.
+_COUNTS: Final = {b"*%d" % n: n for n in range(1, _BATCH_COUNT_MAX + 1)}
+
+# The plain bulk headers it knows, by argument limit: "$<n>" -> n.
+_LENGTHS: dict[int, dict[bytes, int]] = {}
+
+
+def _scan_batch(
+    data: bytes | bytearray,
+    start: int,
+    stop: int,
+    lengths: dict[bytes, int],
+    limit: int,
+) -> tuple[list[list[bytes]], int] | None:
+    """
+    Parse up to C{limit} whole commands from the start of
+    C{data[start:stop]}, for L{take_commands}.
+
+    The window is split at every CR LF in one call. A command of plain form
+    is then a run of pieces each followed by CR LF: C{*<count>}, then per
+    argument C{$<length>} and a payload of exactly that length (a payload
+    holding CR LF splits into a shorter piece, and so is not taken); an
+    inline line is one piece without LF, NUL, quotes, VT or FF. Such bytes
+    are read by the exact parser as the same arguments, so taking them here
+    gives what L{read_command} gives. The last piece is never followed by
+    CR LF within the window, so it is never taken.
+
+    @param data: The buffered bytes.
+    @param start: The first unread byte.
+    @param stop: How far to look.
+    @param lengths: The bulk headers accepted, with their lengths.
+    @param limit: The most commands to take.
+    @return: The commands and the index after the last one, or C{None} if
+        the first is not taken.
+    """
+    if start == 0 and stop == len(data) and type(data) is bytes:
+        window = data
+    else:
+        # One copy of the window, as bytes, so that the pieces are bytes
+        # and no view of the buffer's storage outlives the call.
+        with memoryview(data) as view:
+            window = view[start:stop].tobytes()
+    # A command of n arguments is 2n + 1 pieces: enough for `limit` commands
+    # of up to 3 arguments without splitting far past what is taken.
+    pieces = window.split(b"\r\n", 8 * limit)
+    last = len(pieces) - 1
+    commands: list[list[bytes]] = []
+    append = commands.append
+    counts = _COUNTS
+    i = 0
+    while i < last:
+        piece = pieces[i]
+        count = counts.get(piece)
+        if count is not None:
+            end = i + 1 + 2 * count
+            if end > last:
+                break
+            args = pieces[i + 2 : end : 2]
+            # Each header must be a known plain length, and each payload
+            # exactly that long (a missing header gives None, never equal).
+            if [*map(lengths.get, pieces[i + 1 : end : 2])] != [*map(len, args)]:
+                break
+            append(args)
+            i = end
+        elif (
+            piece[:1] != b"*"
+            and b"\n" not in piece
+            and b"\0" not in piece
+            and _NEEDS_SPLITARGS.search(piece) is None
+        ):
+            # An inline line ends at its LF; the CR before it is dropped,
+            # and split() splits the rest as sdssplitargs would.
+            args = piece.split()
+            if not args:
+                break
+            append(args)
+            i += 1
+        else:
+            break
+        if len(commands) >= limit:
+            break
+    if not commands:
+        return None
+    return commands, start + sum(map(len, pieces[:i])) + 2 * i
 
 
 # The most bytes the fast path looks at per command: longer commands take

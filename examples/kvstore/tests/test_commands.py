@@ -671,6 +671,42 @@ class PipelineTests(SynchronousTestCase):
     Many commands in one read: replies in order, in one write.
     """
 
+    def test_transactions_in_one_read(self) -> None:
+        """
+        Commands that arrive in one read with MULTI, EXEC and DISCARD among
+        them go to the state each belongs to, in order, in one write.
+        """
+        c = Connection()
+        data = b"".join(
+            [
+                command("SET", "a", "1"),
+                command("MULTI"),
+                command("INCR", "a"),
+                command("GET", "a"),
+                command("EXEC"),
+                command("GET", "a"),
+                b"MULTI\r\n",
+                command("SET", "a", "x"),
+                command("DISCARD"),
+                command("GET", "a"),
+                command("EXEC"),
+            ]
+        )
+        self.assertEqual(
+            c.send(data),
+            OK
+            + OK
+            + b"+QUEUED\r\n" * 2
+            + b"*2\r\n:2\r\n$1\r\n2\r\n"
+            + bulk(b"2")
+            + OK
+            + b"+QUEUED\r\n"
+            + OK
+            + bulk(b"2")
+            + b"-ERR EXEC without MULTI\r\n",
+        )
+        self.assertEqual(c.writes, 1)
+
     def test_thousand_commands_in_one_write(self) -> None:
         """1,000 pipelined commands get 1,000 replies, in order, in one write."""
         c = Connection()
