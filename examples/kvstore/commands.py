@@ -29,6 +29,7 @@ from txstateproto.protocols.resp import NULL_ARRAY, ErrorReply, SimpleString
 __all__ = [
     "COMMANDS",
     "OK",
+    "PONG",
     "QUEUED",
     "Command",
     "CommandError",
@@ -44,7 +45,8 @@ __all__ = [
 OK: Final = SimpleString(b"OK")
 #: The C{+QUEUED} reply to a command queued in a transaction.
 QUEUED: Final = SimpleString(b"QUEUED")
-_PONG: Final = SimpleString(b"PONG")
+#: The C{+PONG} reply to a C{PING} without a message.
+PONG: Final = SimpleString(b"PONG")
 
 _WRONGTYPE: Final = "WRONGTYPE Operation against a key holding the wrong kind of value"
 _NOT_INTEGER: Final = "ERR value is not an integer or out of range"
@@ -213,7 +215,7 @@ def _ping(store: Store, session: Session, args: list[bytes], now: int) -> object
     """PING [message]: C{+PONG}, or the message as a bulk string."""
     if len(args) > 2:
         raise CommandError(arity_error_message("ping"))
-    return args[1] if len(args) == 2 else _PONG
+    return args[1] if len(args) == 2 else PONG
 
 
 def _echo(store: Store, session: Session, args: list[bytes], now: int) -> object:

@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from examples.kvstore.commands import (
     COMMANDS,
     OK,
+    PONG,
     QUEUED,
     Command,
     CommandError,
@@ -66,6 +67,7 @@ log = Logger()
 _SHARED_STORE = Store()
 
 _OK_BYTES = b"+OK\r\n"
+_PONG_BYTES = b"+PONG\r\n"
 
 #: The null reply by RESP version.
 _NULL = {2: b"$-1\r\n", 3: b"_\r\n"}
@@ -209,6 +211,9 @@ class KVStoreProtocol(StateProtocol):
                     out.append(b"$%d\r\n%s\r\n" % (len(reply), reply))
                 elif reply is OK:
                     out.append(_OK_BYTES)
+                elif reply is PONG:
+                    # PING_INLINE's reply, encoded once.
+                    out.append(_PONG_BYTES)
                 elif type(reply) is int:
                     out.append(b":%d\r\n" % reply)
                 elif reply is None:
