@@ -327,8 +327,12 @@ class KVStoreProtocol(StateProtocol):
         out = self._out
         self.write(b"".join(out))
         out.clear()
+        drained = self.drain()
+        if drained.called and drained.result is None:
+            # The transport takes more: no trip through the engine.
+            return
         try:
-            yield self.drain()
+            yield drained
         except BaseException:
             pending.addErrback(_discard)
             pending.cancel()
