@@ -58,12 +58,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench"
+from _harness import (
+    BENCH,
+    BUILD,
+    REPO,
+    RESULTS,
+    BenchError,
+    ServerProcess,
+    build_loadgen,
+    cc_version,
+    parse_pairs,
+)
+
 SERVERS = BENCH / "servers"
-LOADGEN_SOURCE = BENCH / "loadgen" / "lineblast.c"
-LOADGEN = REPO / "build" / "lineblast"
-RESULTS = BENCH / "results"
+LOADGEN = BUILD / "lineblast"
 TAILCALL = BENCH / "tailcall.py"
 TAILCALL_REPORT = RESULTS / "tailcall.md"
 #: bench/tailcall.py takes about 20 minutes on 2 shared cores; stop it after 2 h.
@@ -171,6 +179,13 @@ PROBE_PEER = "protocol"
 HEADROOM_TARGET = 2.0
 #: Scenario 2's "linear time" for one large frame: time ~ size**k, k <= this.
 LINEAR_EXPONENT = 1.25
+# Scenario 4's targets: under 1 us per tail call, and no growth over the
+# steps. "No growth" is read as a peak below one byte per step: a tail-call
+# chain peaks at a few kB whatever N is, while recursion keeps about 1 kB per
+# level, so even one byte per step kept would show.
+TAILCALL_NS_TARGET = 1000.0
+TAILCALL_BYTES_PER_STEP = 1.0
+TAILCALL_TIME_ROW = "noreturn, sync steps"
 #: Pairs of windows per set-up in the sessions check (see "Sessions").
 SESSIONS_PAIRS = 6
 
@@ -196,12 +211,6 @@ class Settings:
     idle_conns: int = 5000
     strace_duration: float = 2.0
     quick: bool = False
-
-
-class BenchError(Exception):
-    """
-    A server or the load generator failed: the run's figures would be wrong.
-    """
 
 
 def progress(message: str) -> None:
@@ -231,34 +240,6 @@ def preflight(peers: Sequence[Peer], chart_needed: bool) -> None:
         raise BenchError(f"uvloop is not installed ({hint})")
     if chart_needed and importlib.util.find_spec("matplotlib") is None:
         raise BenchError(f"matplotlib is not installed, so no chart ({hint})")
-
-
-def build_loadgen() -> Path:
-    """
-    Compile C{lineblast} with the system C compiler if it is missing or stale.
-
-    @return: The executable.
-    @raise BenchError: If there is no compiler or the build fails.
-    """
-    if LOADGEN.exists() and LOADGEN.stat().st_mtime >= LOADGEN_SOURCE.stat().st_mtime:
-        return LOADGEN
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        raise BenchError(f"no C compiler ({cc}) to build {LOADGEN_SOURCE}")
-    LOADGEN.parent.mkdir(parents=True, exist_ok=True)
-    command = [cc, "-O2", "-Wall", "-o", str(LOADGEN), str(LOADGEN_SOURCE)]
-    progress("building the load generator: " + " ".join(command))
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"building lineblast failed:\n{done.stderr}")
-    return LOADGEN
-
-
-def parse_pairs(line: str) -> dict[str, str]:
-    """
-    Parse C{lineblast}'s C{key=value} result line.
-    """
-    return dict(item.split("=", 1) for item in line.split() if "=" in item)
 
 
 def blast(
@@ -320,12 +301,11 @@ def rss_kib(pid: int) -> int:
     raise BenchError(f"no VmRSS for process {pid}")
 
 
-class Server:
+class Server(ServerProcess):
     """
     One peer's server process, on a port the kernel picked.
 
-    @ivar port: Where it listens on 127.0.0.1.
-    @ivar loop: The reactor or event loop it reported.
+    @ivar peer: Whose server it is.
     @ivar own_session: Whether it (and the clients run against it) has a
         session of its own (see "Sessions"); only the method check of
         C{run_sessions_check} says False.
@@ -334,34 +314,15 @@ class Server:
     def __init__(self, peer: Peer, own_session: bool = True) -> None:
         self.peer = peer
         self.own_session = own_session
-        RESULTS.mkdir(exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        self._log = (RESULTS / f"server-{peer.key}.log").open("ab")
-        self.process = subprocess.Popen(
-            # --exit-on-eof: the server stops when this pipe closes, so a
-            # driver that is killed leaves no server behind.
+        super().__init__(
+            # --exit-on-eof: the server stops when its stdin pipe closes, so
+            # a driver that is killed leaves no server behind.
             [sys.executable, str(SERVERS / peer.script), "--exit-on-eof"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            env=env,
-            cwd=REPO,
-            # Its own session, so its own scheduler autogroup: see "Sessions".
-            start_new_session=own_session,
+            RESULTS / f"server-{peer.key}.log",
+            peer.script,
+            own_session=own_session,
+            stdin_pipe=True,
         )
-        self.port = 0
-        self.loop = ""
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], 30)
-        line = self.process.stdout.readline().decode() if ready else ""
-        match = re.match(r"PORT (\d+) LOOP (\S+)", line)
-        if match is None:
-            self.stop()
-            raise BenchError(
-                f"{peer.script} did not start (said {line!r}); see {self._log.name}"
-            )
-        self.port = int(match.group(1))
-        self.loop = match.group(2)
 
     @property
     def pid(self) -> int:
@@ -377,24 +338,8 @@ class Server:
         if self.process.poll() is not None:
             raise BenchError(
                 f"{self.peer.script} died ({self.process.returncode}); "
-                f"see {self._log.name}"
+                f"see {self.log_path}"
             )
-
-    def stop(self) -> None:
-        """
-        Stop the server (SIGTERM, then SIGKILL after 10 s) and reap it.
-        """
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                pipe.close()
-        self._log.close()
 
 
 @contextmanager
@@ -933,13 +878,7 @@ def machine_facts() -> dict[str, str]:
         facts["cpu"] = model.group(1) if model else platform.machine()
     except OSError:
         facts["cpu"] = platform.machine()
-    cc = subprocess.run(
-        [os.environ.get("CC", "cc"), "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    facts["cc"] = cc.stdout.splitlines()[0] if cc.stdout else "unknown"
+    facts["cc"] = cc_version()
     commit = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
         capture_output=True,
@@ -1421,14 +1360,14 @@ def eager_findings(results: Results) -> str:
             bullets.append(f"- {label}, per line: " + "; ".join(parts) + ".")
     compared = []
     for conns in STRACE_CONNS:
-        theirs = per_line.get(("linereceiver", conns))
-        ours = per_line.get(("stateproto", conns))
-        if theirs is None or ours is None:
+        before = per_line.get(("linereceiver", conns))
+        after = per_line.get(("stateproto", conns))
+        if before is None or after is None:
             continue
         compared.append(
-            f"{conns} conn{'s' if conns > 1 else ''}: {theirs['all']:.2f} to "
-            f"{ours['all']:.2f} in all, `epoll_ctl` "
-            f"{theirs.get('epoll_ctl', 0.0):.2f} to {ours.get('epoll_ctl', 0.0):.2f}"
+            f"{conns} conn{'s' if conns > 1 else ''}: {before['all']:.2f} to "
+            f"{after['all']:.2f} in all, `epoll_ctl` "
+            f"{before.get('epoll_ctl', 0.0):.2f} to {after.get('epoll_ctl', 0.0):.2f}"
         )
     if compared:
         bullets.append(
@@ -1559,12 +1498,96 @@ def targets_section(results: Results) -> str:
         ]
     )
     rows += frames_targets(results)
+    rows += tailcall_targets(results)
     return (
         "Issue 9's targets against this run (medians of the per-run ratios, "
-        f"min{DASH}max). The tail call targets are in scenario 4.\n\n"
-        + table(["what", "target", "measured", "status"], rows)
-        + "\n"
+        f"min{DASH}max; the tail call rows from scenario 4's table, where "
+        f"ns/step is a median of runs and the peak is a separate traced pass)."
+        "\n\n" + table(["what", "target", "measured", "status"], rows) + "\n"
     )
+
+
+def tailcall_rows(text: str | None) -> list[dict[str, str]]:
+    """
+    The rows of the table in C{bench/tailcall.py}'s report, keyed by its
+    column headers (C{scenario}, C{N}, C{ns/step median}, C{peak bytes},
+    C{bytes/step}, C{ratio to inlineCallbacks@10^4}, ...).
+
+    @param text: The report as embedded, or C{None}.
+    @return: One dict per row, values as printed; empty if there is no table.
+    """
+    if not text:
+        return []
+    lines = [line.strip() for line in text.splitlines() if line.startswith("|")]
+    if len(lines) < 3:
+        return []
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    head = cells(lines[0])
+    return [
+        dict(zip(head, cells(line), strict=False))
+        for line in lines[2:]
+        if len(cells(line)) == len(head)
+    ]
+
+
+def _number(text: str) -> float | None:
+    """
+    A figure as C{tailcall.py} prints it (C{1,706}, C{0.021},
+    C{21,479,424 RSS}), or C{None} where it printed none (C{-}, an error).
+    """
+    try:
+        return float(text.split()[0].replace(",", ""))
+    except (IndexError, ValueError):
+        return None
+
+
+def tailcall_targets(results: Results) -> list[list[str]]:
+    """
+    Scenario 4's targets' rows: time per synchronous tail call, and a peak
+    memory that does not grow with the steps, from C{tailcall.py}'s table.
+    """
+    rows = tailcall_rows(results.tailcall)
+    ours = [row for row in rows if row.get("scenario", "").startswith("noreturn")]
+    if not ours:
+        return [["tail calls (scenario 4)", "(scenario 4)", "n/a", "not measured"]]
+    out = []
+    for row in ours:
+        if row["scenario"] != TAILCALL_TIME_ROW:
+            continue
+        ns = _number(row.get("ns/step median", ""))
+        if ns is None:
+            continue
+        out.append(
+            [
+                f"tail call, `{row['scenario']}`, N = {row.get('N', '?')}",
+                f"< {TAILCALL_NS_TARGET:,.0f} ns per step",
+                f"{ns:,.0f} ns/step ({row.get('min-max', '?')})",
+                "met"
+                if ns < TAILCALL_NS_TARGET
+                else f"**missed**: {ns / TAILCALL_NS_TARGET:.2f}{TIMES} the target",
+            ]
+        )
+    per_step = [
+        (row["scenario"], row.get("N", "?"), _number(row.get("bytes/step", "")))
+        for row in ours
+    ]
+    known = [(name, n, b) for name, n, b in per_step if b is not None]
+    if known:
+        name, n, worst = max(known, key=lambda item: item[2])
+        out.append(
+            [
+                "tail calls, peak memory over the steps (every `noreturn` row)",
+                f"no growth: peak < {TAILCALL_BYTES_PER_STEP:g} byte per step",
+                f"at most {worst:.3f} B/step (`{name}`, N = {n})",
+                "met"
+                if worst < TAILCALL_BYTES_PER_STEP
+                else f"**missed**: {worst:.3f} B/step",
+            ]
+        )
+    return out
 
 
 def frame_ratios(frames: Any) -> list[tuple[str, list[float]]]:
@@ -1779,9 +1802,28 @@ def render(results: Results, peers: Sequence[Peer]) -> str:
     return "\n".join(out)
 
 
+def large_growth(frames: Any) -> list[tuple[str, float]]:
+    """
+    From C{frames.py}'s JSON, each receiver's time for the larger frame over
+    its time for the smaller one (4 is linear, 16 quadratic), by label.
+    """
+    try:
+        growth = frames["large_growth"]
+        found = [
+            ("Int32StringReceiver", float(growth["int32"]["median"])),
+            ("StateProtocol", float(growth["stateproto"]["median"])),
+        ]
+        if "floor" in growth:
+            found.append(("floor", float(growth["floor"]["median"])))
+    except (KeyError, TypeError, ValueError):
+        return []
+    return found
+
+
 def chart(results: Results, peers: Sequence[Peer], path: Path) -> bool:
     """
-    Draw the ratios as grouped bars (throughput, and memory on its own axes).
+    Draw the ratios as bars: line echo and churn across the top; below,
+    idle memory, Int32 frames, the large frame's growth and tail calls.
 
     @return: False if matplotlib is not installed.
     """
@@ -1800,14 +1842,15 @@ def chart(results: Results, peers: Sequence[Peer], path: Path) -> bool:
     groups = [g for g in groups if results.values(g[0], g[1], BASELINE)]
     memory = results.values("memory", "idle", BASELINE)
     framed = frame_ratios(results.frames) if results.frames is not None else []
-    fig, axes = plt.subplots(
-        1,
-        3 if framed else 2,
-        figsize=(17 if framed else 14, 5.5),
-        gridspec_kw={
-            "width_ratios": [max(len(groups), 1), 1.6, *([1.6] if framed else [])]
-        },
-    )
+    growth = large_growth(results.frames) if results.frames is not None else []
+    tail = [
+        (row["scenario"], ratio)
+        for row in tailcall_rows(results.tailcall)
+        if row.get("scenario", "").startswith("noreturn")
+        and (ratio := _number(row.get("ratio to inlineCallbacks@10^4", ""))) is not None
+    ]
+    fig = plt.figure(figsize=(16, 11))
+    grid = fig.add_gridspec(2, 4, height_ratios=[1.1, 1])
     colors = plt.get_cmap("tab10")
     width = 0.8 / max(len(others), 1)
 
@@ -1832,22 +1875,31 @@ def chart(results: Results, peers: Sequence[Peer], path: Path) -> bool:
             )
         ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
 
-    throughput = axes[0]
+    def simple(ax: Any, labels: list[str], values: list[float], color: Any) -> None:
+        ax.bar(range(len(values)), values, 0.5, color=color)
+        ax.set_xticks(range(len(values)))
+        ax.set_xticklabels(labels, fontsize=8)
+
+    throughput = fig.add_subplot(grid[0, :])
     bars(throughput, [(g[0], g[1]) for g in groups])
     throughput.set_xticks(range(len(groups)))
     throughput.set_xticklabels([g[2] for g in groups], fontsize=8)
-    throughput.set_ylabel("ratio to Twisted LineReceiver (higher is better)")
-    throughput.set_title("Line echo and churn: throughput")
-    throughput.legend(fontsize=8, loc="upper left")
-    mem_axes = axes[1]
+    throughput.set_ylabel("ratio to Twisted LineReceiver\n(higher is better)")
+    throughput.set_title("Scenarios 1 and 5: line echo and churn, throughput")
+    # Head room above the tallest bar, so that the legend covers none.
+    throughput.set_ylim(0, throughput.get_ylim()[1] * 1.3)
+    throughput.legend(fontsize=8, loc="upper left", ncol=3)
+
+    mem_axes = fig.add_subplot(grid[1, 0])
     if memory:
         bars(mem_axes, [("memory", "idle")])
         mem_axes.set_xticks([0])
         mem_axes.set_xticklabels(["idle connection\nRSS per connection"], fontsize=8)
     mem_axes.set_ylabel("ratio to Twisted LineReceiver (lower is better)")
-    mem_axes.set_title("Memory per idle connection")
+    mem_axes.set_title("Scenario 3: memory per idle conn.", fontsize=10)
+
+    frame_axes = fig.add_subplot(grid[1, 1])
     if framed:
-        frame_axes = axes[2]
         medians = [statistics.median(r) for _, r in framed]
         frame_axes.bar(
             range(len(framed)),
@@ -1859,16 +1911,56 @@ def chart(results: Results, peers: Sequence[Peer], path: Path) -> bool:
             ],
             capsize=2,
             color=colors(0),
-            label=PEER_BY_KEY["stateproto"].label,
         )
         frame_axes.axhline(1.0, color="black", linewidth=1, linestyle="--")
         frame_axes.set_xticks(range(len(framed)))
         frame_axes.set_xticklabels(
             [cell.replace(" x ", "\n", 1) for cell, _ in framed], fontsize=8
         )
-        frame_axes.set_ylabel("ratio to Int32StringReceiver (higher is better)")
-        size = results.frames.get("settings", {}).get("frame_size", "?")
-        frame_axes.set_title(f"Int32 frames, {size} B")
+    frame_axes.set_ylabel("StateProtocol / Int32StringReceiver (higher is better)")
+    size = (results.frames or {}).get("settings", {}).get("frame_size", "?")
+    frame_axes.set_title(f"Scenario 2: Int32 frames, {size} B", fontsize=10)
+
+    growth_axes = fig.add_subplot(grid[1, 2])
+    if growth:
+        simple(
+            growth_axes,
+            [label for label, _ in growth],
+            [value for _, value in growth],
+            [colors(7), colors(0), colors(8)][: len(growth)],
+        )
+        growth_axes.set_yscale("log")
+        top = max(64.0, max(value for _, value in growth) * 1.5)
+        growth_axes.set_ylim(1, top)
+        ticks = [2.0**k for k in range(int(math.log2(top)) + 1)]
+        growth_axes.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        growth_axes.minorticks_off()
+        growth_axes.axhline(4, color="black", linewidth=1, linestyle="--")
+        growth_axes.axhline(16, color="red", linewidth=1, linestyle=":")
+        growth_axes.text(-0.4, 4.3, "linear", fontsize=8)
+        growth_axes.text(-0.4, 17, "quadratic", fontsize=8, color="red")
+    sizes = (results.frames or {}).get("large_growth", {}).get("sizes", [0, 0])
+    growth_axes.set_ylabel("growth: time for 4x the size (lower is better)")
+    growth_axes.set_title(
+        f"Scenario 2: one frame, {sizes[0] >> 20} to {sizes[1] >> 20} MiB",
+        fontsize=10,
+    )
+
+    tail_axes = fig.add_subplot(grid[1, 3])
+    if tail:
+        simple(
+            tail_axes,
+            [name.removeprefix("noreturn").lstrip(", ") for name, _ in tail],
+            [value for _, value in tail],
+            colors(0),
+        )
+        tail_axes.axhline(1.0, color="black", linewidth=1, linestyle="--")
+        for label in tail_axes.get_xticklabels():
+            label.set_rotation(20)
+            label.set_horizontalalignment("right")
+    tail_axes.set_ylabel("ratio to inlineCallbacks@10^4, per step")
+    tail_axes.set_title("Scenario 4: noreturn (lower is better)", fontsize=10)
+
     runs = results.settings.get("runs", "?")
     fig.suptitle(
         f"txstateproto vs peers, median of {runs} runs (bars: min{DASH}max); "
@@ -2040,7 +2132,7 @@ def main(argv: Sequence[str]) -> int:
         )
         try:
             preflight(peers, chart_needed=not settings.quick)
-            build_loadgen()
+            build_loadgen("lineblast", progress)
         except BenchError as e:
             print(f"bench/run.py: {e}", file=sys.stderr)
             return 1
