@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import (
+    AlreadyCalledError,
     CancelledError,
     Deferred,
     fail,
@@ -32,6 +33,7 @@ from txstateproto import (
     coroutine,
     noreturn,
 )
+from txstateproto._coroutine import DirectDeferred
 
 
 class Big:
@@ -1465,3 +1467,243 @@ class InteropTests(SynchronousTestCase):
         inner.callback(2)
         self.assertEqual(self.successResultOf(c), 2)
         self.assertEqual(c.paused, 0)
+
+
+class DirectWaitTests(SynchronousTestCase):
+    """
+    A Coroutine waiting on a L{DirectDeferred} (a protocol's queued read, or
+    another Coroutine) is resumed by a direct call, and the Deferred still
+    behaves as any Deferred towards everyone else.
+    """
+
+    def test_resumed_without_a_callback(self) -> None:
+        """
+        The wait adds no callback; firing resumes the body, and the Deferred
+        is left fired with the value the engine passes on.
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+        seen: list[object] = []
+
+        @coroutine
+        def body() -> Generator[Any, Any, str]:
+            seen.append((yield d))
+            return "done"
+
+        c = body()
+        self.assertEqual(d._callbacks, [])
+        self.assertIs(d._waiter, c)
+        d.callback("value")
+        self.assertEqual(seen, ["value"])
+        self.assertEqual(self.successResultOf(c), "done")
+        self.assertTrue(d.called)
+        self.assertIsNone(d._waiter)
+        self.assertEqual(self.successResultOf(d), "value")
+
+    def test_failure_is_raised_in_the_body_and_consumed(self) -> None:
+        """
+        C{errback} raises in the body; the Deferred keeps no unhandled
+        failure (nothing is logged when it is collected).
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+
+        @coroutine
+        def body() -> Generator[Any, Any, str]:
+            try:
+                yield d
+            except ValueError as e:
+                return f"caught {e}"
+            return "not raised"
+
+        c = body()
+        d.errback(ValueError("boom"))
+        self.assertEqual(self.successResultOf(c), "caught boom")
+        # Left with None, not the Failure: nothing to log as unhandled.
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_errback_without_argument_takes_the_current_exception(self) -> None:
+        """
+        As L{Deferred.errback}: C{errback()} inside an C{except} block fails
+        with the exception being handled.
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+        raised: list[BaseException] = []
+
+        @coroutine
+        def body() -> Generator[Any, Any, None]:
+            try:
+                yield d
+            except KeyError as e:
+                raised.append(e)
+
+        body()
+        try:
+            raise KeyError("k")
+        except KeyError:
+            d.errback()
+        self.assertEqual([type(e) for e in raised], [KeyError])
+
+    def test_callback_added_while_waiting_runs_after_the_body(self) -> None:
+        """
+        A callback added after the Coroutine began to wait runs after the
+        body has been resumed, with the value the Coroutine passes on, as
+        if the Coroutine's callback had been first in the chain.
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+        order: list[object] = []
+
+        @coroutine
+        def body() -> Generator[Any, Any, None]:
+            order.append(("body", (yield d)))
+
+        body()
+        d.addCallback(lambda r: order.append(("callback", r)))
+        d.callback("v")
+        self.assertEqual(order, [("body", "v"), ("callback", "v")])
+
+    def test_callback_added_before_the_wait_runs_first(self) -> None:
+        """
+        A Deferred that already has callbacks is waited on with a callback
+        after them: they run first, and the body gets what they return.
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+        order: list[object] = []
+        d.addCallback(lambda r: order.append(("callback", r)) or r + "!")
+
+        @coroutine
+        def body() -> Generator[Any, Any, None]:
+            order.append(("body", (yield d)))
+
+        body()
+        self.assertIsNone(d._waiter)
+        d.callback("v")
+        self.assertEqual(order, [("callback", "v"), ("body", "v!")])
+
+    def test_two_waiters_in_order(self) -> None:
+        """
+        Two Coroutines waiting on one Deferred both get its result, the
+        first to wait first.
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+        order: list[object] = []
+
+        @coroutine
+        def body(name: str) -> Generator[Any, Any, None]:
+            order.append((name, (yield d)))
+
+        body("first")
+        body("second")
+        d.callback("v")
+        self.assertEqual(order, [("first", "v"), ("second", "v")])
+
+    def test_paused_deferred_holds_the_result(self) -> None:
+        """
+        Paused by someone else while waited on, the Deferred holds its
+        result until unpaused, and only then resumes the body.
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+        seen: list[object] = []
+
+        @coroutine
+        def body() -> Generator[Any, Any, None]:
+            seen.append((yield d))
+
+        body()
+        d.pause()
+        d.callback("v")
+        self.assertEqual(seen, [])
+        d.unpause()
+        self.assertEqual(seen, ["v"])
+
+    def test_pausing_the_coroutine_holds_the_result(self) -> None:
+        """
+        Pausing the waiting Coroutine cascades to the Deferred; a result
+        arriving meanwhile resumes the body only on unpause.
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+        seen: list[object] = []
+
+        @coroutine
+        def body() -> Generator[Any, Any, None]:
+            seen.append((yield d))
+
+        c = body()
+        c.pause()
+        d.callback("v")
+        self.assertEqual(seen, [])
+        c.unpause()
+        self.assertEqual(seen, ["v"])
+        self.assertIsNone(self.successResultOf(c))
+
+    def test_cancel_runs_the_canceller_and_raises_in_the_body(self) -> None:
+        """
+        Cancelling the Coroutine cancels the Deferred (its canceller runs)
+        and raises L{CancelledError} at the C{yield}.
+        """
+        cancelled: list[object] = []
+        d: DirectDeferred[str] = DirectDeferred(cancelled.append)
+        raised: list[type[BaseException]] = []
+
+        @coroutine
+        def body() -> Generator[Any, Any, None]:
+            try:
+                yield d
+            except CancelledError:
+                raised.append(CancelledError)
+                raise
+
+        c = body()
+        c.cancel()
+        self.assertEqual(cancelled, [d])
+        self.assertEqual(raised, [CancelledError])
+        self.failureResultOf(c, CancelledError)
+        self.assertTrue(d.called)
+
+    def test_fired_twice_raises(self) -> None:
+        """
+        A second C{callback} raises L{AlreadyCalledError}, as on any Deferred.
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+
+        @coroutine
+        def body() -> Generator[Any, Any, None]:
+            yield d
+
+        body()
+        d.callback("v")
+        self.assertRaises(AlreadyCalledError, d.callback, "again")
+
+    def test_async_def_body_gets_the_value(self) -> None:
+        """
+        An C{async def} body awaiting the Deferred gets its value (read back
+        from the Deferred, which the direct call leaves fired with it).
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+
+        async def body() -> str:
+            return (await d) + "!"
+
+        c = Coroutine(body())
+        self.assertIs(d._waiter, c)
+        d.callback("v")
+        self.assertEqual(self.successResultOf(c), "v!")
+
+    def test_nested_coroutine_resumes_its_caller_directly(self) -> None:
+        """
+        A Coroutine is itself a DirectDeferred: one waiting on another is
+        resumed by a direct call when the inner one finishes.
+        """
+        d: Deferred[str] = Deferred()
+
+        @coroutine
+        def inner() -> Generator[Any, Any, str]:
+            return (yield d) + "-inner"
+
+        @coroutine
+        def outer(child: Coroutine[str]) -> Generator[Any, Any, str]:
+            return (yield child) + "-outer"
+
+        child = inner()
+        parent = outer(child)
+        self.assertIs(child._waiter, parent)
+        d.callback("v")
+        self.assertEqual(self.successResultOf(parent), "v-inner-outer")

@@ -174,6 +174,10 @@ class ReadLineTests(SynchronousTestCase):
         self.assertIsNone(p._tasks)
         self.assertIsNone(p._drains)
         self.assertIsNone(p._closed_waiters)
+        # The engine waits on the read, and the protocol on the conversation,
+        # as direct waiters: neither keeps a callback entry.
+        self.assertEqual(p._reads[0]._callbacks, [])
+        self.assertEqual(p.conversation._callbacks, [])
 
     def test_buffered_line_returns_fired_deferred_without_timer(self) -> None:
         """

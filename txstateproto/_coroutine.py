@@ -75,7 +75,16 @@ import weakref
 from collections.abc import Callable, Generator
 from collections.abc import Coroutine as _AsyncBody
 from enum import Enum
-from typing import Any, NoReturn, ParamSpec, TypeVar, cast, final, overload
+from typing import (
+    Any,
+    NoReturn,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    final,
+    overload,
+)
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
@@ -264,8 +273,118 @@ _spare_signal = _new_signal(TailCall)
 _spare_signal._target = None
 
 
+class _Waiter(Protocol):
+    """
+    What waits on a L{DirectDeferred}: a L{Coroutine}, or whatever else
+    takes a Deferred's result first (a protocol, its conversation's end).
+    """
+
+    def _on_fired(self, result: object, d: Deferred[Any]) -> object:
+        """
+        Take the result, as a callback would: failures are handled here,
+        successes are passed on (see L{_consume}).
+        """
+
+
+class DirectDeferred(Deferred[_T]):
+    """
+    A L{Deferred} that resumes a L{Coroutine} waiting on it without a
+    callback.
+
+    A Coroutine that yields one of these, unfired and with no callbacks of
+    its own, registers itself in C{_waiter} instead of adding a callback:
+    firing it then calls the Coroutine directly, with none of the
+    callback-chain machinery and without the per-wait allocations of
+    C{addBoth} (which idle connections pay for while they wait). Whatever
+    else happens to it keeps Deferred semantics: a callback added after the
+    Coroutine began to wait runs after the Coroutine has taken the result
+    (with what the Coroutine leaves, as for a callback added after
+    C{inlineCallbacks} took one), and a paused one holds its result until
+    unpaused. Subclasses (a protocol's queued read, L{Coroutine} itself)
+    fire it with C{callback}/C{errback} as any Deferred.
+    """
+
+    __slots__ = ("_waiter",)
+
+    def __init__(
+        self, canceller: Callable[[Deferred[Any]], None] | None = None
+    ) -> None:
+        """
+        @param canceller: As for L{Deferred}.
+        """
+        super().__init__(canceller)
+        self._waiter: _Waiter | None = None
+
+    def callback(self, result: _T | Failure) -> None:
+        """
+        Fire with C{result}, resuming a Coroutine that waits on this first.
+
+        @param result: As for L{Deferred.callback}.
+        @raise twisted.internet.defer.AlreadyCalledError: If already fired.
+        """
+        waiter = self._waiter
+        if waiter is None:
+            super().callback(result)
+        else:
+            self._waiter = None
+            self._resume_waiter(waiter, result)
+
+    def errback(self, fail: Failure | BaseException | None = None) -> None:
+        """
+        Fail with C{fail}, resuming a Coroutine that waits on this first.
+
+        @param fail: As for L{Deferred.errback}.
+        @raise twisted.internet.defer.AlreadyCalledError: If already fired.
+        """
+        waiter = self._waiter
+        if waiter is None:
+            super().errback(fail)
+            return
+        self._waiter = None
+        if not isinstance(fail, Failure):
+            # As Deferred.errback: None means the exception being handled.
+            fail = Failure() if fail is None else Failure(fail)
+        self._resume_waiter(waiter, fail)
+
+    def _wait_directly(self, waiter: _Waiter) -> bool:
+        """
+        Make C{waiter} the first to get the result, called directly.
+
+        @return: C{False}, having done nothing, if that cannot keep Deferred
+            semantics (already fired, paused, callbacks or another direct
+            waiter already there): the caller adds a callback instead.
+        """
+        if self.called or self.paused or self._waiter is not None or self._callbacks:
+            return False
+        self._waiter = waiter
+        return True
+
+    def _resume_waiter(self, waiter: _Waiter, result: object) -> None:
+        """
+        Give C{result} to the Coroutine waiting on this, as its callback
+        (the first in the chain) would.
+        """
+        if self.called:
+            # Deferred.callback's own error, before anything runs.
+            Deferred.callback(self, cast(_T, result))
+        if self._callbacks or self.paused:
+            # Callbacks added since, or a pause: the chain runs as usual,
+            # with the Coroutine's callback first, as if it had been added
+            # when the wait began.
+            Deferred.addBoth(self, waiter._on_fired, self)
+            chain = self._callbacks
+            chain.insert(0, chain.pop())
+            Deferred.callback(self, cast(_T, result))
+            return
+        # What the chain would leave behind: fired, with the result the
+        # Coroutine's callback passes on.
+        self.called = True
+        self.result = _consume(result)
+        waiter._on_fired(result, self)
+
+
 @final
-class Coroutine(Deferred[_T]):
+class Coroutine(DirectDeferred[_T]):
     """
     A L{Deferred} that runs a coroutine body and fires with its result.
 
@@ -306,7 +425,10 @@ class Coroutine(Deferred[_T]):
                 f"{type(body).__name__!r}; call the generator function (or "
                 f"async def) first, or decorate it with @coroutine"
             )
-        super().__init__()
+        # Deferred's own, skipping DirectDeferred's: a Coroutine is made per
+        # decorated call, where one more frame is a measurable share.
+        Deferred.__init__(self)
+        self._waiter = None
         self._frames: list[_Body] = [body]
         self._waiting: Deferred[Any] | None = None
         self._paused_wait: Deferred[Any] | None = None
@@ -571,6 +693,9 @@ class Coroutine(Deferred[_T]):
             # Pause first, so the callback below cannot run before unpause.
             d.pause()
             self._paused_wait = d
+        elif isinstance(d, DirectDeferred) and d._wait_directly(self):
+            # Resumed by a direct call when it fires: no callback to add.
+            return None, None, True
         d.addBoth(self._on_fired, d)
         held = self._held
         if held is not _NOTHING and not self._pauses:
