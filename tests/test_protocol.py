@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.testing import StringTransport
@@ -190,6 +190,45 @@ class ReadLineTests(SynchronousTestCase):
         d = h.protocol.read_line(timeout=5)
         self.assertEqual(self.successResultOf(d), b"first")
         self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_buffered_read_behaves_as_succeed(self) -> None:
+        """
+        The already-fired Deferred of a read the buffer satisfied (made
+        without C{Deferred.__init__}) behaves as L{succeed}'s does: callbacks
+        run at once and chain, cancelling does nothing, it can be returned
+        from another Deferred's callback, and C{inlineCallbacks} and
+        C{await} take its result.
+        """
+        gate: Deferred[None] = Deferred()
+        h = ProtocolHarness(waiter(gate, []))
+        h.feed(b"a\r\nb\r\nc\r\nd\r\n")
+        p = h.protocol
+
+        d = p.read_line()
+        self.assertEqual(type(d), Deferred)
+        seen: list[object] = []
+        d.addCallback(lambda line: line + b"!").addBoth(seen.append)
+        self.assertEqual(seen, [b"a!"])
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+
+        outer: Deferred[None] = Deferred()
+        outer.addCallback(lambda _: p.read_line())
+        outer.callback(None)
+        self.assertEqual(self.successResultOf(outer), b"b")
+
+        @inlineCallbacks
+        def with_inline_callbacks() -> Generator[Any, Any, bytes]:
+            return (yield p.read_line())
+
+        self.assertEqual(self.successResultOf(with_inline_callbacks()), b"c")
+
+        async def with_await() -> bytes:
+            return await p.read_line()
+
+        self.assertEqual(
+            self.successResultOf(Deferred.fromCoroutine(with_await())), b"d"
+        )
 
     def test_delimiter_is_configurable(self) -> None:
         """
