@@ -355,6 +355,17 @@ static void print_result(const char *mode, const struct window *w, long total) {
     fflush(stdout);
 }
 
+/* epoll_wait for up to 100 ms (so the window is checked), retrying on EINTR. */
+static int wait_events(int ep, struct epoll_event *events) {
+    for (;;) {
+        int n = epoll_wait(ep, events, MAX_EVENTS, 100);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            die("epoll_wait");
+    }
+}
+
 /*
  * The echo mode: opt_conns connections, each keeping opt_inflight messages
  * in flight, the next one sent as soon as a whole echoed one is back and
@@ -391,12 +402,7 @@ static int run_echo(void) {
     long count = 0;
     struct window w = {.start = now()};
     while (w.phase != 2) {
-        int n = epoll_wait(ep, events, MAX_EVENTS, 100);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            die("epoll_wait");
-        }
+        int n = wait_events(ep, events);
         for (int i = 0; i < n; i++) {
             struct conn *c = events[i].data.ptr;
             if (events[i].events & EPOLLOUT) {
