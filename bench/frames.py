@@ -48,10 +48,6 @@ import gc
 import json
 import os
 import platform
-import re
-import select
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -61,12 +57,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench"
-RESULTS = BENCH / "results"
+from _harness import (
+    BUILD,
+    REPO,
+    RESULTS,
+    BenchError,
+    ServerProcess,
+    build_loadgen,
+    cc_version,
+    parse_pairs,
+)
+
 REPORT = RESULTS / "frames.md"
-LOADGEN_SOURCE = BENCH / "loadgen" / "frameblast.c"
-LOADGEN = REPO / "build" / "frameblast"
+LOADGEN = BUILD / "frameblast"
 
 #: The peers: key -> what the tables call it. The first is the reference.
 PEERS = {
@@ -94,12 +97,6 @@ QUICK_LARGE_SIZES = (4 * 1024 * 1024, 16 * 1024 * 1024)
 READ_SIZE = 64 * 1024
 
 DASH = "\u2013"
-
-
-class BenchError(Exception):
-    """
-    The benchmark cannot go on; the message says why.
-    """
 
 
 def progress(message: str) -> None:
@@ -164,73 +161,24 @@ def _echo_class(peer: str) -> Any:
     return FrameEcho
 
 
-class Server:
+class Server(ServerProcess):
     """
-    One peer's echo server process, in its own session (so the scheduler
-    does not make it share the client's CPU share).
+    One peer's echo server process (this script with C{--serve}), in its own
+    session (so the scheduler does not make it share the client's CPU share).
+
+    @ivar peer: Whose server it is.
     """
 
     def __init__(self, peer: str) -> None:
-        RESULTS.mkdir(exist_ok=True)
         self.peer = peer
-        self._log = (RESULTS / f"frames-server-{peer}.log").open("ab")
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        self.process = subprocess.Popen(
+        super().__init__(
             [sys.executable, str(Path(__file__).resolve()), "--serve", peer],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            env=env,
-            cwd=REPO,
-            start_new_session=True,
+            RESULTS / f"frames-server-{peer}.log",
+            f"the {peer} server",
         )
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], 30)
-        line = self.process.stdout.readline().decode() if ready else ""
-        match = re.match(r"PORT (\d+) LOOP (\S+)", line)
-        if match is None:
-            self.stop()
-            raise BenchError(f"the {peer} server did not start; see {self._log.name}")
-        self.port = int(match.group(1))
-        self.loop = match.group(2)
-
-    def stop(self) -> None:
-        """
-        Stop the server (SIGTERM, then SIGKILL after 10 s) and reap it.
-        """
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self._log.close()
 
 
 # -- the client -----------------------------------------------------------------
-
-
-def build_loadgen() -> Path:
-    """
-    Compile C{frameblast} with the system C compiler if missing or stale.
-
-    @return: The executable.
-    @raise BenchError: If there is no compiler or the build fails.
-    """
-    if LOADGEN.exists() and LOADGEN.stat().st_mtime >= LOADGEN_SOURCE.stat().st_mtime:
-        return LOADGEN
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        raise BenchError(f"no C compiler ({cc}) to build {LOADGEN_SOURCE}")
-    LOADGEN.parent.mkdir(parents=True, exist_ok=True)
-    command = [cc, "-O2", "-Wall", "-o", str(LOADGEN), str(LOADGEN_SOURCE)]
-    progress("building the load generator: " + " ".join(command))
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"building frameblast failed:\n{done.stderr}")
-    return LOADGEN
 
 
 def blast(
@@ -273,7 +221,7 @@ def blast(
         raise BenchError(f"frameblast hung: {' '.join(command)}") from e
     if done.returncode != 0:
         raise BenchError(f"frameblast failed against {server.peer}: {done.stderr}")
-    pairs = dict(item.split("=", 1) for item in done.stdout.split() if "=" in item)
+    pairs = parse_pairs(done.stdout)
     return {
         key: float(pairs[key])
         for key in ("per_sec", "client_cpu", "server_cpu", "machine_cpu")
@@ -462,7 +410,7 @@ def measure(settings: Settings) -> dict[str, Any]:
     """
     Run both measurements and return every figure.
     """
-    build_loadgen()
+    build_loadgen("frameblast", progress)
     echo: dict[str, Any] = {}
     samples: dict[str, dict[str, list[dict[str, float]]]] = {
         cell: {peer: [] for peer in PEERS} for cell in CELLS
@@ -566,9 +514,6 @@ def machine_facts(loops: dict[str, str]) -> dict[str, Any]:
     """
     import twisted
 
-    cc = subprocess.run(
-        [os.environ.get("CC", "cc"), "--version"], capture_output=True, text=True
-    )
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -577,7 +522,7 @@ def machine_facts(loops: dict[str, str]) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average": list(os.getloadavg()),
         "reactors": loops,
-        "cc": cc.stdout.splitlines()[0] if cc.stdout else "unknown",
+        "cc": cc_version(),
     }
 
 

@@ -750,6 +750,40 @@ def run_strace(results: Results, settings: Settings) -> None:
             results.strace.append(entry)
 
 
+def run_script(
+    what: str, script: Path, args: Sequence[str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run one of the other benchmark scripts from the repository root, its
+    progress going to our stderr.
+
+    @param what: The scenario, for the progress line.
+    @param script: The script.
+    @param args: Its arguments.
+    @param timeout: Seconds it may take.
+    @return: The finished process, its stdout captured as text.
+    @raise BenchError: If it takes longer or exits non-zero.
+    """
+    command = [sys.executable, str(script), *args]
+    progress(f"{what}: " + " ".join(command))
+    name = f"bench/{script.name}"
+    try:
+        done = subprocess.run(
+            command,
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{name} took over {timeout} s") from e
+    if done.returncode != 0:
+        raise BenchError(f"{name} exited {done.returncode}")
+    return done
+
+
 def run_frames(results: Results, settings: Settings) -> None:
     """
     Scenario 2: run C{bench/frames.py} and keep what its C{--json} says.
@@ -764,25 +798,8 @@ def run_frames(results: Results, settings: Settings) -> None:
         return
     RESULTS.mkdir(exist_ok=True)
     FRAMES_JSON.unlink(missing_ok=True)
-    command = [sys.executable, str(FRAMES), "--json", str(FRAMES_JSON)]
-    if settings.quick:
-        command.append("--quick")
-    progress("scenario 2: " + " ".join(command))
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    try:
-        done = subprocess.run(
-            command,
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-            check=False,
-            timeout=FRAMES_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise BenchError(f"bench/frames.py took over {FRAMES_TIMEOUT} s") from e
-    if done.returncode != 0:
-        raise BenchError(f"bench/frames.py exited {done.returncode}")
+    args = ["--json", str(FRAMES_JSON), *(["--quick"] if settings.quick else [])]
+    done = run_script("scenario 2", FRAMES, args, FRAMES_TIMEOUT)
     if not FRAMES_JSON.exists():
         raise BenchError(f"bench/frames.py wrote no {FRAMES_JSON}")
     results.frames = json.loads(FRAMES_JSON.read_text(encoding="utf-8"))
@@ -806,24 +823,10 @@ def run_tailcall(results: Results, settings: Settings, mode: str) -> None:
         return
     report = TAILCALL_REPORT
     if mode == "run":
-        command = [sys.executable, str(TAILCALL)]
-        if settings.quick:
-            command.append("--quick")
-        progress("scenario 4: " + " ".join(command))
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        args = ["--quick"] if settings.quick else []
         previous = TAILCALL_REPORT.read_bytes() if TAILCALL_REPORT.exists() else None
         try:
-            done = subprocess.run(
-                command,
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                text=True,
-                check=False,
-                timeout=TAILCALL_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired as e:
-            raise BenchError(f"bench/tailcall.py took over {TAILCALL_TIMEOUT} s") from e
+            run_script("scenario 4", TAILCALL, args, TAILCALL_TIMEOUT)
         finally:
             if settings.quick:
                 report = RESULTS / "quick" / "tailcall.md"
@@ -833,8 +836,6 @@ def run_tailcall(results: Results, settings: Settings, mode: str) -> None:
                     TAILCALL_REPORT.replace(report)
                 if previous is not None:
                     TAILCALL_REPORT.write_bytes(previous)
-        if done.returncode != 0:
-            raise BenchError(f"bench/tailcall.py exited {done.returncode}")
     if not report.exists():
         results.tailcall = "_Not measured: `bench/tailcall.py` wrote no report._"
         return
