@@ -56,6 +56,7 @@ from txstateproto.protocols.resp import (
     RESPProtocolError,
     encode_reply,
     read_command,
+    read_commands,
     take_commands,
 )
 
@@ -156,17 +157,19 @@ class KVStoreProtocol(StateProtocol):
             elif len(out) < limit:
                 batch = take_commands(self, max_bulk, limit - len(out))
             if not batch:
-                # Incomplete, odd or bad input, or too many replies
-                # waiting: read_command has the exact rules and errors.
-                pending = read_command(self, max_bulk)
+                # Nothing buffered, incomplete, odd or bad input, or too
+                # many replies waiting: read_commands waits for the next
+                # command with one read (then scans its chunk) and has
+                # read_command's exact rules and errors.
+                pending = read_commands(self, max_bulk, limit)
                 if pending.called and type(pending.result) is list and len(out) < limit:
                     # Buffered: take it without a trip through the engine.
-                    batch = [pending.result]
+                    batch = pending.result
                 else:
                     if out:
                         yield from self._flush(pending)
                     try:
-                        batch = [(yield pending)]
+                        batch = yield pending
                     except RESPProtocolError as e:
                         self._refuse(e)
                         return

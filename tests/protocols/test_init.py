@@ -22,6 +22,7 @@ _MODULES = {
         "SimpleString",
         "encode_reply",
         "read_command",
+        "read_commands",
         "take_commands",
         "write_reply",
     },

@@ -37,6 +37,7 @@ from txstateproto.protocols import (
     SimpleString,
     encode_reply,
     read_command,
+    read_commands,
     take_commands,
     write_reply,
 )
@@ -1427,11 +1428,50 @@ class _BatchReader(_Reader):
             self.commands.extend(batch)
 
 
-def _batch_reader(limit: int) -> type[_BatchReader]:
+class _CommandsReader(_BatchReader):
     """
-    A L{_BatchReader} class taking at most C{limit} commands per call.
+    A L{_BatchReader} that reads with L{read_commands} (after trying
+    L{take_commands}, if C{take_first}), as the kvstore example does.
     """
-    return type("_LimitedBatchReader", (_BatchReader,), {"limit": limit})
+
+    #: Whether to try L{take_commands} before each L{read_commands}.
+    take_first = True
+
+    def start(self) -> Body:
+        """
+        Read commands in batches until one is refused.
+        """
+        if self.gate is not None:
+            yield self.gate
+        while True:
+            batch = []
+            if self.take_first:
+                batch = take_commands(self, limit=self.limit, **self.options)
+            if not batch:
+                try:
+                    batch = yield read_commands(self, limit=self.limit, **self.options)
+                except RESPProtocolError as e:
+                    self.error = e
+                    self.write(e.reply)
+                    return
+            self.batches.append(batch)
+            self.commands.extend(batch)
+
+
+def _batch_reader(limit: int, kind: str = "take") -> type[_BatchReader]:
+    """
+    A reader class taking at most C{limit} commands per call: with
+    L{take_commands} and L{read_command} (C{"take"}), L{take_commands} and
+    L{read_commands} (C{"take+read"}), or L{read_commands} alone
+    (C{"read"}).
+    """
+    if kind == "take":
+        return type("_LimitedBatchReader", (_BatchReader,), {"limit": limit})
+    return type(
+        "_LimitedCommandsReader",
+        (_CommandsReader,),
+        {"limit": limit, "take_first": kind == "take+read"},
+    )
 
 
 class TakeCommandsTests(SynchronousTestCase):
@@ -1577,6 +1617,7 @@ class TakeCommandsTests(SynchronousTestCase):
         max_bulk_length=st.sampled_from([512 * 1024 * 1024, 0, 3, 40]),
         limit=st.sampled_from([1, 2, 1024]),
         late=st.booleans(),
+        kind=st.sampled_from(["take", "take+read", "read"]),
     )
     def test_same_as_exact_parser(
         self,
@@ -1588,13 +1629,15 @@ class TakeCommandsTests(SynchronousTestCase):
         max_bulk_length: int,
         limit: int,
         late: bool,
+        kind: str,
     ) -> None:
         """
         For any stream (valid commands and fillers, and one odd command or
         noise among them) in any chunking, read as it arrives or once all is
-        buffered, taking commands in batches gives the commands, error,
-        reply, closing and leftover that reading each with the exact parser
-        gives.
+        buffered, taking commands in batches (with L{read_command} or
+        L{read_commands} for what is not taken, or L{read_commands} alone)
+        gives the commands, error, reply, closing and leftover that reading
+        each with the exact parser gives.
         """
         items = [*items[:where], odd, *items[where:]]
         stream = b""
@@ -1608,7 +1651,7 @@ class TakeCommandsTests(SynchronousTestCase):
         edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
         chunks = [stream[a:b] for a, b in pairwise(edges)]
         outcomes = []
-        for cls in (_batch_reader(limit), _ExactReader):
+        for cls in (_batch_reader(limit, kind), _ExactReader):
             h, reader = _run(
                 cls, chunks, max_frame_size, late, max_bulk_length=max_bulk_length
             )
@@ -1622,3 +1665,107 @@ class TakeCommandsTests(SynchronousTestCase):
                 )
             )
         self.assertEqual(outcomes[0], outcomes[1])
+
+
+class ReadCommandsTests(SynchronousTestCase):
+    """
+    L{read_commands} waits for the next command with one read and returns
+    it with every command wholly buffered after it.
+    """
+
+    def test_waits_then_takes_the_chunk(self) -> None:
+        """
+        With nothing buffered it waits; a chunk of commands then fires it
+        with all of them, multibulk and inline.
+        """
+        h = ProtocolHarness(idle())
+        d = read_commands(h.protocol)
+        self.assertNoResult(d)
+        h.feed(_multibulk(b"SET", b"k", b"v") + b"PING\r\n" + _multibulk(b"GET", b"k"))
+        self.assertEqual(
+            self.successResultOf(d),
+            [[b"SET", b"k", b"v"], [b"PING"], [b"GET", b"k"]],
+        )
+        self.assertEqual(h.protocol.peek(1), b"")
+
+    def test_inline_first(self) -> None:
+        """
+        An inline line whose first byte was waited for is split as
+        L{read_command} splits it, quotes included.
+        """
+        h = ProtocolHarness(idle())
+        d = read_commands(h.protocol)
+        h.feed(b'SET k "a b"\r\nPING\r\n')
+        self.assertEqual(self.successResultOf(d), [[b"SET", b"k", b"a b"], [b"PING"]])
+
+    def test_buffered_fires_at_once(self) -> None:
+        """
+        When commands are buffered it has fired when returned, with at most
+        C{limit} of them.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"PING\r\n" * 3)
+        self.assertEqual(
+            self.successResultOf(read_commands(h.protocol, limit=2)), [[b"PING"]] * 2
+        )
+        self.assertEqual(
+            self.successResultOf(read_commands(h.protocol, limit=1)), [[b"PING"]]
+        )
+
+    def test_incomplete_command_is_waited_for(self) -> None:
+        """
+        A command cut by a chunk boundary is read by the exact parser, and
+        the commands buffered after it come with it.
+        """
+        h = ProtocolHarness(idle())
+        stream = _multibulk(b"GET", b"key") * 3
+        d = read_commands(h.protocol)
+        h.feed(stream[:7])
+        self.assertNoResult(d)
+        h.feed(stream[7:])
+        self.assertEqual(self.successResultOf(d), [[b"GET", b"key"]] * 3)
+
+    def test_bad_input(self) -> None:
+        """
+        Input Redis rejects fails it with Redis's words.
+        """
+        h = ProtocolHarness(idle())
+        d = read_commands(h.protocol)
+        h.feed(b"*1\r\n%4\r\n")
+        failure = self.failureResultOf(d, RESPProtocolError)
+        self.assertEqual(failure.value.message, "Protocol error: expected '$', got '%'")
+
+    def test_limit_must_be_positive(self) -> None:
+        """
+        A limit under 1 is refused with the limit named.
+        """
+        h = ProtocolHarness(idle())
+        with self.assertRaisesRegex(ValueError, "limit >= 1, not 0"):
+            read_commands(h.protocol, limit=0)
+
+    def test_cancel_before_anything_arrives(self) -> None:
+        """
+        Cancelled while waiting for the first byte: nothing is consumed, and
+        the next read gets the next command.
+        """
+        h = ProtocolHarness(idle())
+        d = read_commands(h.protocol)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        h.feed(b"PING\r\n")
+        self.assertEqual(self.successResultOf(read_commands(h.protocol)), [[b"PING"]])
+
+    def test_cancel_in_the_middle_of_a_command(self) -> None:
+        """
+        Cancelled while the exact parser waits for the rest of a command:
+        the read it waits on is cancelled, and no read stays queued.
+        """
+        h = ProtocolHarness(idle())
+        d = read_commands(h.protocol)
+        h.feed(b"*2\r\n$3\r\nGET\r\n")
+        self.assertNoResult(d)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(h.protocol.peek(0), b"")
+        h.feed(b"PING\r\n")
+        self.assertEqual(self.successResultOf(read_commands(h.protocol)), [[b"PING"]])

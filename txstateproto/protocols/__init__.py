@@ -27,6 +27,7 @@ from txstateproto.protocols.resp import (
     SimpleString,
     encode_reply,
     read_command,
+    read_commands,
     take_commands,
     write_reply,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "SimpleString",
     "encode_reply",
     "read_command",
+    "read_commands",
     "read_frame",
     "read_netstring",
     "read_struct",

@@ -110,6 +110,7 @@ __all__ = [
     "SimpleString",
     "encode_reply",
     "read_command",
+    "read_commands",
     "take_commands",
     "write_reply",
 ]
@@ -324,6 +325,177 @@ def take_commands(
         return _scan_batch(data, start, stop, lengths, limit)
 
     return proto.take_scanned(scan, _SCAN_LIMIT) or []
+
+
+def read_commands(
+    proto: StateProtocol,
+    max_bulk_length: int = _DEFAULT_MAX_BULK,
+    limit: int = 1024,
+) -> Deferred[list[list[bytes]]]:
+    """
+    Read the next command, and take with it every command wholly buffered
+    after it: L{read_command} then L{take_commands}, in one Deferred.
+
+    This is how a batching server waits: when nothing is buffered it waits
+    for the first byte of the next command with a single read and, once it
+    comes, scans the rest of that chunk in place, so a client that sends
+    one command at a time costs one read and one scan per command rather
+    than a parse under the coroutine engine. What the scans leave (an
+    incomplete, odd or bad command) is read by L{read_command}'s exact
+    parser, with its rules and errors::
+
+        while True:
+            commands = take_commands(self)
+            if not commands:
+                try:
+                    commands = yield read_commands(self)
+                except RESPProtocolError as e:
+                    self.write(e.reply)
+                    return
+            for command in commands:
+                ...
+
+    @param proto: The protocol to read from.
+    @param max_bulk_length: The longest argument accepted, in bytes, as for
+        L{read_command}.
+    @param limit: The most commands in one result, at least 1.
+    @return: A Deferred firing with the commands, a non-empty list of what
+        L{read_command} would have returned for each, in order. If the
+        first is already buffered it has fired when returned. Cancelling
+        it cancels the read it waits on, as for L{read_command}.
+    @raise ValueError: If C{limit} is less than 1.
+    @raise RESPProtocolError: (as the Deferred's failure) If the next
+        command is something Redis rejects (commands before bad input are
+        returned first; the error comes with the next call).
+    @raise EndOfStreamError: (as the failure) As for L{read_command}.
+    """
+    if limit < 1:
+        raise ValueError(f"read_commands() needs a limit >= 1, not {limit}")
+    if not proto.peek(1):
+        # Nothing buffered: wait for one byte only, and scan its chunk.
+        return proto.read_exactly(1).addCallback(
+            _after_first_byte, proto, max_bulk_length, limit
+        )
+    # Something is buffered that take_commands would not take (or the
+    # caller did not try it): the exact parser first.
+    return _then_buffered(
+        read_command(proto, max_bulk_length), proto, max_bulk_length, limit
+    )
+
+
+def _then_buffered(
+    command: Deferred[list[bytes]],
+    proto: StateProtocol,
+    max_bulk_length: int,
+    limit: int,
+) -> Deferred[list[list[bytes]]]:
+    """
+    Follow a command being read with the commands wholly buffered after it.
+
+    @param command: The command's read.
+    @param proto: The protocol to take the others from.
+    @param max_bulk_length: The longest argument accepted.
+    @param limit: The most commands in all, at least 1.
+    @return: A Deferred firing with the commands.
+    """
+    if limit == 1:
+        return command.addCallback(_alone)
+    return command.addCallback(_with_buffered, proto, max_bulk_length, limit)
+
+
+def _after_first_byte(
+    first: bytes, proto: StateProtocol, max_bulk_length: int, limit: int
+) -> list[list[bytes]] | Deferred[list[list[bytes]]]:
+    """
+    Read the rest of a command whose first byte has just arrived, and the
+    commands buffered after it: scanned in place if its chunk holds all of
+    it in plain form, else by the exact parser.
+
+    @param first: The command's first byte.
+    @param proto: The protocol to read from.
+    @param max_bulk_length: The longest argument accepted.
+    @param limit: The most commands in all, at least 1.
+    @return: The commands, or a Deferred firing with them.
+    """
+    arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
+    rest = (_SCANNERS.get(arg_max) or _scanner(arg_max))[1]
+    if first == b"*":
+        args = proto.take_scanned(rest, _SCAN_LIMIT)
+    elif first != b"\n":
+        args = proto.take_scanned(_inline_after(first), _INLINE_SCAN_LIMIT)
+    else:
+        args = None
+    if args is None:
+        parser = _parse_command(proto, max_bulk_length, rest, first)
+        try:
+            wait = _advance(parser, next(parser))
+        except StopIteration as stop:
+            args = stop.value
+        else:
+            return _then_buffered(
+                Coroutine(_finish(parser, wait)), proto, max_bulk_length, limit
+            )
+    if limit == 1:
+        return [args]
+    return _with_buffered(args, proto, max_bulk_length, limit)
+
+
+# The most bytes scanned for the rest of an inline line after its first
+# byte: well within what the exact parser accepts before "too big inline
+# request", so that a line the scan takes is never one it refuses.
+_INLINE_SCAN_LIMIT = _INLINE_MAX - 2
+
+
+def _inline_after(first: bytes) -> _Scan:
+    """
+    Make a scan of the rest of an inline line whose first byte was read.
+
+    @param first: The line's first byte (not C{*} or LF).
+    @return: A scan for L{StateProtocol.take_scanned} that takes the rest of
+        the line up to its LF and returns the line's arguments, exactly as
+        L{_inline} would, or C{None} where L{_scan_inline} would.
+    """
+
+    def scan(
+        data: bytes | bytearray, start: int, stop: int
+    ) -> tuple[list[bytes], int] | None:
+        end = data.find(b"\n", start, stop)
+        if end < 0:
+            return None
+        line = first + data[start:end]
+        found = _scan_inline(line + b"\n", 0, len(line) + 1)
+        if found is None:
+            return None
+        return found[0], end + 1
+
+    return scan
+
+
+def _alone(command: list[bytes]) -> list[list[bytes]]:
+    """
+    A command as a batch of one.
+
+    @param command: The arguments.
+    @return: C{[command]}.
+    """
+    return [command]
+
+
+def _with_buffered(
+    command: list[bytes], proto: StateProtocol, max_bulk_length: int, limit: int
+) -> list[list[bytes]]:
+    """
+    A command, followed by every command wholly buffered after it.
+
+    @param command: The arguments of the command read.
+    @param proto: The protocol to take the others from.
+    @param max_bulk_length: The longest argument accepted.
+    @param limit: The most commands in all, at least 2.
+    @return: The commands.
+    """
+    more = take_commands(proto, max_bulk_length, limit - 1)
+    more.insert(0, command)
+    return more
 
 
 # take_commands takes arguments up to this long, and counts up to
@@ -615,7 +787,10 @@ def _command_timed_out(result: list[bytes] | Failure, timeout: float) -> list[by
 
 
 def _parse_command(
-    proto: StateProtocol, max_bulk_length: int, rest: _Scan
+    proto: StateProtocol,
+    max_bulk_length: int,
+    rest: _Scan,
+    given: bytes | None = None,
 ) -> Generator[Deferred[Any], Any, list[bytes]]:
     """
     Read one non-empty command: yield each read's Deferred, get its result.
@@ -623,15 +798,22 @@ def _parse_command(
     @param proto: The protocol to read from.
     @param max_bulk_length: The longest argument accepted.
     @param rest: The fast-path scan of a multibulk command after its C{*}.
+    @param given: The command's first byte, if the caller has read it (and
+        already tried the scans).
     @return: The arguments.
     @raise RESPProtocolError: On input Redis rejects.
     """
     while True:
         # The first byte decides the form, and with it where the line ends:
         # a multibulk header at CR, an inline line at LF.
-        read = proto.read_exactly(1)
-        waited = not read.called
-        first = yield read
+        if given is not None:
+            first = given
+            given = None
+            waited = False
+        else:
+            read = proto.read_exactly(1)
+            waited = not read.called
+            first = yield read
         if first != b"*":
             args = yield from _inline(proto, first)
             if args:
