@@ -123,7 +123,8 @@ def serve(peer: str, port: int) -> None:
     from twisted.internet.protocol import Protocol, ServerFactory
 
     factory = ServerFactory()
-    factory.protocol = _echo_class(peer)
+    protocol_class = _echo_class(peer)
+    factory.protocol = protocol_class
     listening = reactor.listenTCP(port, factory, backlog=1024, interface="127.0.0.1")
     address = listening.getHost()
     assert isinstance(address, IPv4Address)
@@ -132,7 +133,7 @@ def serve(peer: str, port: int) -> None:
         f"PORT {address.port} LOOP {kind.__module__}.{kind.__qualname__}\n"
     )
     sys.stdout.flush()
-    assert issubclass(factory.protocol, Protocol)
+    assert issubclass(protocol_class, Protocol)
     reactor.run()
 
 
@@ -145,7 +146,7 @@ def _echo_class(peer: str) -> Any:
 
         class Int32Echo(Int32StringReceiver):
             def stringReceived(self, string: bytes) -> None:
-                self.sendString(string)
+                self.sendString(string)  # type: ignore[no-untyped-call]
 
         return Int32Echo
 
@@ -457,28 +458,28 @@ def measure(settings: Settings) -> dict[str, Any]:
     times: dict[int, dict[str, list[float]]] = {
         size: {peer: [] for peer in [*PEERS, FLOOR]} for size in settings.large_sizes
     }
-    for size, by_peer in large_in_child(settings).items():
-        for peer, values in by_peer.items():
+    for size, timed in large_in_child(settings).items():
+        for peer, values in timed.items():
             times[size][peer] = values
-    for size, by_peer in times.items():
-        entry = {peer: summary(values) for peer, values in by_peer.items()}
-        entry["vs_floor"] = summary(
+    for size, seconds in times.items():
+        size_entry = {peer: summary(values) for peer, values in seconds.items()}
+        size_entry["vs_floor"] = summary(
             [
                 mine / floor
                 for mine, floor in zip(
-                    by_peer["stateproto"], by_peer[FLOOR], strict=True
+                    seconds["stateproto"], seconds[FLOOR], strict=True
                 )
             ]
         )
-        entry["ratio"] = summary(
+        size_entry["ratio"] = summary(
             [
                 mine / base
                 for mine, base in zip(
-                    by_peer["stateproto"], by_peer[BASELINE], strict=True
+                    seconds["stateproto"], seconds[BASELINE], strict=True
                 )
             ]
         )
-        large[f"{size >> 20} MiB"] = entry
+        large[f"{size >> 20} MiB"] = size_entry
     small, big = settings.large_sizes
     growth = {
         peer: summary(
