@@ -147,6 +147,7 @@ class KVStoreProtocol(StateProtocol):
         max_bulk = self.max_bulk_length
         # The time of the current batch, in ms; -1 until a command needs it.
         now = -1
+        drained = False
         while True:
             # The hot path: every command wholly buffered, taken at once
             # and run without a trip through the engine.
@@ -154,8 +155,9 @@ class KVStoreProtocol(StateProtocol):
             if batch:
                 # Taken by the other state before it handed over.
                 self._taken = []
-            elif len(out) < limit:
+            elif len(out) < limit and not drained:
                 batch = take_commands(self, max_bulk, limit - len(out))
+            drained = False
             if not batch:
                 # Nothing buffered, incomplete, odd or bad input, or too
                 # many replies waiting: read_commands waits for the next
@@ -175,6 +177,9 @@ class KVStoreProtocol(StateProtocol):
                         return
                     # Commands that arrive together run at one instant.
                     now = -1
+                # Fewer than asked for: read_commands took every command
+                # take_commands would take, so the next loop need not try.
+                drained = len(batch) < limit
             for index, args in enumerate(batch):
                 command = table.get(args[0])
                 if command is None:

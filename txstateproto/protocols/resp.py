@@ -312,6 +312,21 @@ def take_commands(
     """
     if limit < 1:
         raise ValueError(f"take_commands() needs a limit >= 1, not {limit}")
+    return _take_batch(proto, max_bulk_length, limit, False) or []
+
+
+def _take_batch(
+    proto: StateProtocol, max_bulk_length: int, limit: int, bare: bool
+) -> list[list[bytes]] | None:
+    """
+    Take up to C{limit} wholly buffered commands with L{_scan_batch}.
+
+    @param proto: The protocol to take them from.
+    @param max_bulk_length: The longest argument accepted.
+    @param limit: The most commands to take, at least 1.
+    @param bare: Whether the first command's C{*} was already consumed.
+    @return: The commands, or C{None} if none was taken.
+    """
     arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
     lengths = _LENGTHS.get(arg_max)
     if lengths is None:
@@ -322,9 +337,9 @@ def take_commands(
     def scan(
         data: bytes | bytearray, start: int, stop: int
     ) -> tuple[list[list[bytes]], int] | None:
-        return _scan_batch(data, start, stop, lengths, limit)
+        return _scan_batch(data, start, stop, lengths, limit, bare)
 
-    return proto.take_scanned(scan, _SCAN_LIMIT) or []
+    return proto.take_scanned(scan, _SCAN_LIMIT)
 
 
 def read_commands(
@@ -420,6 +435,11 @@ def _after_first_byte(
     arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
     rest = (_SCANNERS.get(arg_max) or _scanner(arg_max))[1]
     if first == b"*":
+        # This command and the ones after it in one scan, if all are plain
+        # and short; else this one alone, if plain.
+        batch = _take_batch(proto, max_bulk_length, limit, True)
+        if batch is not None:
+            return batch
         args = proto.take_scanned(rest, _SCAN_LIMIT)
     elif first != b"\n":
         args = proto.take_scanned(_inline_after(first), _INLINE_SCAN_LIMIT)
@@ -508,6 +528,9 @@ _BATCH_COUNT_MAX = 255
 # The plain count headers take_commands knows, and their values.
 _COUNTS: Final = {b"*%d" % n: n for n in range(1, _BATCH_COUNT_MAX + 1)}
 
+# The same without the "*", for a command whose first byte was read apart.
+_BARE_COUNTS: Final = {b"%d" % n: n for n in range(1, _BATCH_COUNT_MAX + 1)}
+
 # The plain bulk headers it knows, by argument limit: "$<n>" -> n.
 _LENGTHS: dict[int, dict[bytes, int]] = {}
 
@@ -518,10 +541,12 @@ def _scan_batch(
     stop: int,
     lengths: dict[bytes, int],
     limit: int,
+    bare: bool = False,
 ) -> tuple[list[list[bytes]], int] | None:
     """
     Parse up to C{limit} whole commands from the start of
-    C{data[start:stop]}, for L{take_commands}.
+    C{data[start:stop]}, for L{take_commands} (and for L{read_commands},
+    once the first byte of a multibulk command has been read: C{bare}).
 
     The window is split at every CR LF in one call. A command of plain form
     is then a run of pieces each followed by CR LF: C{*<count>}, then per
@@ -537,6 +562,8 @@ def _scan_batch(
     @param stop: How far to look.
     @param lengths: The bulk headers accepted, with their lengths.
     @param limit: The most commands to take.
+    @param bare: Whether the first command's C{*} was already consumed, so
+        that the window starts with its count's digits.
     @return: The commands and the index after the last one, or C{None} if
         the first is not taken.
     """
@@ -555,6 +582,12 @@ def _scan_batch(
     append = commands.append
     counts = _COUNTS
     i = 0
+    if bare:
+        # The first count without its "*"; the other commands as usual.
+        count = _BARE_COUNTS.get(pieces[0])
+        if count is None:
+            return None
+        pieces[0] = b"*" + pieces[0]
     while i < last:
         piece = pieces[i]
         count = counts.get(piece)
@@ -588,7 +621,7 @@ def _scan_batch(
             break
     if not commands:
         return None
-    return commands, start + sum(map(len, pieces[:i])) + 2 * i
+    return commands, start + sum(map(len, pieces[:i])) + 2 * i - bare
 
 
 # The most bytes the fast path looks at per command: longer commands take
