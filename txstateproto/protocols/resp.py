@@ -1,7 +1,8 @@
 """
 RESP, the Redis serialization protocol: client commands in, replies out.
 
-This module owns reading a client's command (L{read_command}), the protocol
+This module owns reading a client's commands (L{read_command}, and
+L{take_commands} and L{read_commands} for batches), the protocol
 error a Redis server answers bad input with (L{RESPProtocolError}), and
 encoding replies in RESP2 and RESP3 (L{encode_reply}, L{write_reply},
 L{SimpleString}, L{ErrorReply}, L{NULL_ARRAY}). It must not know about a
@@ -74,6 +75,14 @@ result, and returns nothing for everything else (an incomplete command,
 an empty line, quotes, any odd or bad header), which the exact parser then
 reads from the start: every rule and error text lives there alone. A test
 compares the two on random streams and chunkings.
+
+For a server answering a pipelining client a segment at a time,
+L{take_commands} takes every wholly buffered command of plain form in one
+call (the window split at CR LF once, headers looked up in a table, each
+payload's length checked against its header), and L{read_commands} waits
+for the next command with a single one-byte read, then takes it and the
+rest of its chunk the same way. Both stop before anything else and leave
+it to the exact parser, and tests compare them with it.
 
 The exact parser also runs synchronously when its bytes are buffered: each
 read (the first byte, one per header, one per payload) comes back already
