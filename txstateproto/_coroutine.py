@@ -157,6 +157,11 @@ _DEFERRED_TYPES: set[type] = {Deferred}
 
 # Module constant: an enum attribute lookup costs more on the tail-call path.
 _RUNNING = _State.RUNNING
+_WAITING = _State.WAITING
+
+# Exact DirectDeferred subclasses (other than Coroutine) seen to be waited
+# on directly, so that _run suspends on them without _dispatch's calls.
+_DIRECT_TYPES: set[type] = set()
 
 # Deferred's metaclass is ABCMeta (it is an Awaitable), so isinstance(x,
 # Deferred) costs ~220 ns where a plain class check costs ~60: the hot paths
@@ -325,9 +330,16 @@ class DirectDeferred(Deferred[_T]):
         waiter = self._waiter
         if waiter is None:
             super().callback(result)
-        else:
-            self._waiter = None
+            return
+        self._waiter = None
+        if self.called or self._callbacks or self.paused or isinstance(result, Failure):
             self._resume_waiter(waiter, result)
+            return
+        # _resume_waiter's common case, inlined: this is how every queued
+        # read resumes its handler.
+        self.called = True
+        self.result = result
+        waiter._on_fired(result, self)
 
     def errback(self, fail: Failure | BaseException | None = None) -> None:
         """
@@ -568,6 +580,20 @@ class Coroutine(DirectDeferred[_T]):
                             # into it: send this result, throw nothing.
                             failure = None
                             continue
+                    if (
+                        type(yielded) in _DIRECT_TYPES
+                        and not yielded.called
+                        and yielded._waiter is None
+                        and not yielded._callbacks
+                        and not yielded.paused
+                        and not (self._pauses or self._cancel_due or self._pending)
+                    ):
+                        # The hot path of a read that must wait for bytes:
+                        # _dispatch, _wait_for and _wait_directly inlined.
+                        self._waiting = yielded
+                        yielded._waiter = self
+                        self._state = _WAITING
+                        break
                     value, failure, suspend = self._dispatch(yielded, frames)
                     if suspend:
                         self._state = _State.WAITING
@@ -695,6 +721,8 @@ class Coroutine(DirectDeferred[_T]):
             self._paused_wait = d
         elif isinstance(d, DirectDeferred) and d._wait_directly(self):
             # Resumed by a direct call when it fires: no callback to add.
+            if type(d) is not Coroutine:
+                _DIRECT_TYPES.add(type(d))
             return None, None, True
         d.addBoth(self._on_fired, d)
         held = self._held
@@ -717,11 +745,24 @@ class Coroutine(DirectDeferred[_T]):
         self._waiting = None
         if self._paused_wait is d:
             self._paused_wait = None
-        if self._state is not _State.WAITING or self._pauses:
+        if self._state is not _WAITING or self._pauses:
             self._held = result
+            return _consume(result)
+        # _resume, inlined: every wait that did not fire at once ends here.
+        self._state = _RUNNING
+        if isinstance(result, Failure):
+            if self._cancel_due:
+                self._cancel_due = False
+            self._run(None, result)
+            return None
+        if self._cancel_due:
+            # Cancelled: the body must not run on as if nothing happened,
+            # even if what it waited on succeeded.
+            self._cancel_due = False
+            self._run(None, CancelledError())
         else:
-            self._resume(result)
-        return _consume(result)
+            self._run(result, None)
+        return result
 
     def _resume(self, result: object) -> None:
         """
