@@ -99,6 +99,26 @@ class BasicsTests(SynchronousTestCase):
         self.assertEqual(len(buf), 5)
         self.assertTrue(buf)
 
+    def test_append_returns_the_unread_length(self) -> None:
+        """
+        C{append} returns what C{len()} would give after it, whether the
+        chunk is adopted, joined to an unread remainder, or added to an
+        array (compacted or not).
+        """
+        buf = ReceiveBuffer()
+        self.assertEqual(buf.append(b"abc"), 3)
+        self.assertEqual(buf.append(b""), 3)
+        self.assertEqual(buf.take_exactly(1), b"a")
+        self.assertEqual(buf.append(b"de"), 4)
+        self.assertEqual(buf.append(b"f"), 5)
+        self.assertEqual(buf.take_exactly(5), b"bcdef")
+        self.assertEqual(buf.append(b"gh"), 2)
+        big = b"x" * (_buffer._COMPACT_MIN * 4)
+        self.assertEqual(buf.append(big), 2 + len(big))
+        self.assertEqual(buf.take_exactly(len(big)), b"gh" + big[:-2])
+        self.assertEqual(buf.append(b"yz"), 4)
+        self.assertEqual(len(buf), 4)
+
     def test_length_excludes_taken_bytes(self) -> None:
         """
         Taken bytes no longer count towards the length or truth value.

@@ -230,6 +230,27 @@ class ReadLineTests(SynchronousTestCase):
             self.successResultOf(Deferred.fromCoroutine(with_await())), b"d"
         )
 
+    def test_reads_record_their_creator_when_deferred_debugging_is_on(
+        self,
+    ) -> None:
+        """
+        With C{Deferred.debug} on, reads are made through C{Deferred.__init__}
+        (which records where each was created), buffered or queued, and
+        still work.
+        """
+        self.patch(Deferred, "debug", True)
+        gate: Deferred[None] = Deferred()
+        h = ProtocolHarness(waiter(gate, []))
+        h.feed(b"first\r\n")
+        p = h.protocol
+        buffered = p.read_line()
+        queued = p.read_line()
+        self.assertTrue(buffered._debugInfo.creator)  # type: ignore[attr-defined]
+        self.assertTrue(queued._debugInfo.creator)  # type: ignore[attr-defined]
+        self.assertEqual(self.successResultOf(buffered), b"first")
+        h.feed(b"second\r\n")
+        self.assertEqual(self.successResultOf(queued), b"second")
+
     def test_delimiter_is_configurable(self) -> None:
         """
         The C{delimiter} attribute is the line terminator for reads and

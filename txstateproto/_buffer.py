@@ -171,7 +171,7 @@ class ReceiveBuffer:
         """
         return f"<ReceiveBuffer {len(self._data) - self._start} bytes buffered>"
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes) -> int:
         """
         Add received bytes after those already buffered.
 
@@ -183,6 +183,8 @@ class ReceiveBuffer:
         memory bounded and time linear).
 
         @param data: The bytes the transport delivered (may be empty).
+        @return: The number of unread bytes now buffered (C{len(self)},
+            without a second call on the receive path).
         """
         buf = self._data
         start = self._start
@@ -193,6 +195,7 @@ class ReceiveBuffer:
                 self._data = data if type(data) is bytes else bytes(data)
                 self._start = 0
                 self._searched = 0
+                return len(self._data)
             elif data:
                 # A message straddles chunks: join from here on, copying the
                 # unread remainder once.
@@ -202,7 +205,8 @@ class ReceiveBuffer:
                 self._start = 0
                 searched = self._searched - start
                 self._searched = searched if searched > 0 else 0
-            return
+                return len(array)
+            return len(buf) - start
         # An array (until a take finds it fully consumed and drops it).
         if start > _COMPACT_MIN and start > len(buf) >> 1:
             # O(1) in CPython (it moves bytearray's logical start); the move of
@@ -212,6 +216,7 @@ class ReceiveBuffer:
             searched = self._searched - start
             self._searched = searched if searched > 0 else 0
         buf += data
+        return len(buf) - self._start
 
     def _release_if_empty(self) -> None:
         """

@@ -158,6 +158,9 @@ class _Kind(Enum):
     SOME = "some"
 
 
+_UNTIL = _Kind.UNTIL
+
+
 class _Read(DirectDeferred[bytes]):
     """
     A read that the buffer could not satisfy yet: the Deferred handed to the
@@ -178,9 +181,15 @@ class _Read(DirectDeferred[bytes]):
         delimiter: bytes,
         limit_name: str,
     ) -> None:
-        # Deferred's own, skipping DirectDeferred's: one frame less per
-        # queued read.
-        Deferred.__init__(self, _cancel_read)
+        # What Deferred.__init__ and DirectDeferred's set, without their two
+        # frames: a read that waits for bytes is made per message when one
+        # message arrives per chunk (as _fired does for buffered reads).
+        if self.debug:
+            # Deferred debugging on: let __init__ record the creator's stack.
+            Deferred.__init__(self, _cancel_read)
+        else:
+            self._callbacks = []
+            self._canceller = _cancel_read
         self._waiter = None
         self.kind = kind
         self.size = size
@@ -469,13 +478,16 @@ class StateProtocol(Protocol):
         """
         Buffer C{data} and satisfy the queued reads it completes, in order.
         """
-        self._buffer.append(data)
+        buffered = self._buffer.append(data)
         self._received += 1
         if self._idle_timer is not None:
             self._last_received = self.clock.seconds()
         if self._reads and not self._satisfying:
             self._satisfy()
-        if not self._buffer_paused and len(self._buffer) > self.receive_high_water:
+            if buffered > self.receive_high_water:
+                # The reads took some: what is left is what counts.
+                buffered = len(self._buffer)
+        if buffered > self.receive_high_water and not self._buffer_paused:
             self._check_buffer_pressure()
 
     def readConnectionLost(self) -> None:
@@ -882,9 +894,15 @@ class StateProtocol(Protocol):
                     # could not satisfy it then: nothing has changed since.
                     break
                 try:
-                    data = self._take(
-                        read.kind, read.size, read.delimiter, read.limit_name
-                    )
+                    if read.kind is _UNTIL:
+                        # _take's first case, inlined: a line read.
+                        data = self._buffer.take_until(
+                            read.delimiter, read.size, read.limit_name
+                        )
+                    else:
+                        data = self._take(
+                            read.kind, read.size, read.delimiter, read.limit_name
+                        )
                 except ProtocolError as e:
                     read._remove()
                     read.errback(e)
@@ -895,7 +913,14 @@ class StateProtocol(Protocol):
                         read.errback(self._not_readable(read.kind, read.size))
                         continue
                     break
-                read._remove()
+                # read._remove(), inlined: it is the head of the queue.
+                read._owner = None
+                del reads[0]
+                timer = read.timer
+                if timer is not None:
+                    read.timer = None
+                    if timer.active():
+                        timer.cancel()
                 # Resumes the handler, which may read again at once (from
                 # the buffer) or queue another read, picked up by this loop.
                 read.callback(data)
@@ -1353,6 +1378,9 @@ def _fired(data: bytes) -> Deferred[bytes]:
     measurable share of a pipelined line's. The attributes set are those
     C{__init__} and L{succeed} set; the rest are class defaults.
     """
+    if Deferred.debug:
+        # Deferred debugging on: let __init__ record the creator's stack.
+        return succeed(data)
     d: Deferred[bytes] = _new_deferred(Deferred)
     d._callbacks = []
     d._canceller = None
