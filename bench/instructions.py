@@ -18,6 +18,12 @@ Cases:
     already satisfied looks like this to the engine).
   - C{inlineCallbacks-fired}: the same loop under Twisted's
     C{inlineCallbacks}, the peer.
+  - C{echo-32}, C{echo-1}: one echoed 16-byte line of a C{StateProtocol}
+    line echo (as in C{bench/servers/stateproto_echo.py}) on a
+    C{StringTransport}, fed 32 lines per chunk (pipelined) or one (one line
+    in flight: a read that waits for bytes, and its resume, per line).
+  - C{LineReceiver-echo-32}, C{LineReceiver-echo-1}: the same with
+    Twisted's C{LineReceiver}, the peer.
 
 Usage (from the repository root, valgrind installed)::
 
@@ -88,8 +94,44 @@ def fired_ic(n):
         yield succeed(None)
 
 
+def echo(peer, per_chunk, n):
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols.basic import LineReceiver
+    from txstateproto import StateProtocol
+
+    class Echo(StateProtocol):
+        def start(self):
+            while True:
+                line = yield self.read_line()
+                self.write_line(line)
+
+    class LineEcho(LineReceiver):
+        def lineReceived(self, line):
+            self.sendLine(line)
+
+    protocol = Echo() if peer == "stateproto" else LineEcho()
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    chunk = b"0123456789abcdef\r\n" * per_chunk
+    # One chunk before counting: the first read of a connection is not
+    # the steady state.
+    protocol.dataReceived(chunk)
+    transport.clear()
+    for _ in range(n // per_chunk):
+        protocol.dataReceived(chunk)
+        transport.clear()
+
+
 if case == "floor":
     floor(n)
+elif case == "echo-32":
+    echo("stateproto", 32, n)
+elif case == "echo-1":
+    echo("stateproto", 1, n)
+elif case == "LineReceiver-echo-32":
+    echo("linereceiver", 32, n)
+elif case == "LineReceiver-echo-1":
+    echo("linereceiver", 1, n)
 elif case == "noreturn":
     Coroutine(step(n))
 elif case == "noreturn-decorated":
@@ -108,6 +150,10 @@ CASES = [
     "noreturn-decorated",
     "yield-fired",
     "inlineCallbacks-fired",
+    "echo-32",
+    "LineReceiver-echo-32",
+    "echo-1",
+    "LineReceiver-echo-1",
 ]
 
 
