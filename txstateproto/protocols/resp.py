@@ -611,12 +611,7 @@ def _scan_batch(
                 break
             append(args)
             i = end
-        elif (
-            piece[:1] != b"*"
-            and b"\n" not in piece
-            and b"\0" not in piece
-            and _NEEDS_SPLITARGS.search(piece) is None
-        ):
+        elif piece[:1] != b"*" and _NOT_PLAIN_LINE.search(piece) is None:
             # An inline line ends at its LF; the CR before it is dropped,
             # and split() splits the rest as sdssplitargs would.
             args = piece.split()
@@ -1040,6 +1035,11 @@ def _inline(
 # and FF (blanks between arguments for both, but part of an unquoted
 # argument for sdssplitargs).
 _NEEDS_SPLITARGS = re.compile(rb"[\"'\x0b\x0c]")
+
+# What a piece between CR LFs must not hold to be taken as a whole inline
+# line by take_commands: an LF (the line would end there), a NUL (Redis
+# would not see the end), or what bytes.split() splits unlike sdssplitargs.
+_NOT_PLAIN_LINE = re.compile(rb"[\n\0\"'\x0b\x0c]")
 
 # C isspace() in the C locale; also exactly what bytes.isspace() accepts.
 _BLANKS = frozenset(b" \t\n\v\f\r")
