@@ -1040,7 +1040,7 @@ def echo_section(results: Results, peers: Sequence[Peer]) -> str:
         table(["cell", *(p.label for p in peers)], absolute),
         "",
         "CPU during the measuring window, in cores (medians): server / client "
-        "/ everything else on the machine (other engineers' work; the machine "
+        "/ everything else on the machine (any other work; the machine "
         f"has {results.machine.get('cores', '?')}). `lineblast` reads these from "
         "`/proc` at the instants its window opens and closes. A server well "
         "below 1.00 while the other work is high was starved, not idle.\n",
@@ -1678,6 +1678,23 @@ def elapsed_line(settings: dict[str, Any]) -> str:
     )
 
 
+def machine_load(results: Results) -> str:
+    """
+    Say how much other work ran during the measuring windows (as measured,
+    not assumed).
+    """
+    loads = sorted(
+        other_load(sample) for sample in results.samples if sample.machine_cpu
+    )
+    if not loads:
+        return ""
+    return (
+        f"Work other than the server and the client took a median "
+        f"{statistics.median(loads):.2f} cores (at most {loads[-1]:.2f}) during "
+        f"the {len(loads)} measuring windows that read it."
+    )
+
+
 def render(results: Results, peers: Sequence[Peer]) -> str:
     """
     The whole of C{docs/benchmarks.md}.
@@ -1708,10 +1725,9 @@ def render(results: Results, peers: Sequence[Peer]) -> str:
         "## Machine",
         "",
         f"- CPU: {m.get('cpu', '?')}, {m.get('cores', '?')} cores: "
-        "**2 shared cores**. Other work (other engineers' test runs) used the "
-        "same cores during the run, so absolute numbers are noisy; the ratios, "
-        "taken between peers measured back to back in each run, are the "
-        "figures to read.",
+        f"**2 shared cores**. {machine_load(results)} Absolute numbers move "
+        "with whatever else runs on shared cores; the ratios, taken between "
+        "peers measured back to back in each run, are the figures to read.",
         f"- Linux {m.get('kernel', '?')}; {m.get('implementation', 'CPython')} "
         f"{m.get('python', '?')}; Twisted {m.get('twisted', '?')}; uvloop "
         f"{m.get('uvloop', '?')}; txstateproto {m.get('txstateproto', '?')} "
