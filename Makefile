@@ -30,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## bench: every benchmark of issue 9 (about 45 minutes, 20 of them tail calls);
+## bench: every benchmark of issue 9 (about 20 minutes on the 2-core machine, tail calls included);
 ## writes docs/benchmarks.md and docs/benchmarks.png. Needs cc; strace optional.
 ## BENCH_ARGS=--quick for a one-minute smoke test into bench/results/quick/.
 bench: $(STAMP)
