@@ -1366,32 +1366,56 @@ class FastPathTests(SynchronousTestCase):
         buffered, the fast path gives the commands, error, reply, closing
         and leftover the exact parser gives.
         """
-        items = [*items[:where], odd, *items[where:]]
-        stream = b""
-        for item in items:
-            if isinstance(item, bytes):
-                stream += item
-            elif item[0] == "bulk":
-                stream += _multibulk(*item[1])
-            else:
-                stream += b" ".join(item[1]) + b"\r\n"
-        edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
-        chunks = [stream[a:b] for a, b in pairwise(edges)]
-        outcomes = []
-        for cls in (_Reader, _ExactReader):
-            h, reader = _run(
-                cls, chunks, max_frame_size, late, max_bulk_length=max_bulk_length
+        self.assertEqual(
+            *_outcomes(
+                (_Reader, _ExactReader),
+                [*items[:where], odd, *items[where:]],
+                cuts,
+                max_frame_size,
+                max_bulk_length,
+                late,
             )
-            outcomes.append(
-                (
-                    reader.commands,
-                    None if reader.error is None else reader.error.message,
-                    h.take_output(),
-                    h.closed,
-                    len(reader._buffer),
-                )
+        )
+
+
+def _outcomes(
+    readers: tuple[type[_Reader], type[_Reader]],
+    items: list[tuple[str, list[bytes]] | bytes],
+    cuts: list[int],
+    max_frame_size: int,
+    max_bulk_length: int,
+    late: bool,
+) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    """
+    Read the stream C{items} make, cut at C{cuts}, with each of two readers,
+    and give what each ended with: the commands, the error message, the
+    reply written, whether it closed, and what was left buffered.
+    """
+    stream = b""
+    for item in items:
+        if isinstance(item, bytes):
+            stream += item
+        elif item[0] == "bulk":
+            stream += _multibulk(*item[1])
+        else:
+            stream += b" ".join(item[1]) + b"\r\n"
+    edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    chunks = [stream[a:b] for a, b in pairwise(edges)]
+    outcomes = []
+    for cls in readers:
+        h, reader = _run(
+            cls, chunks, max_frame_size, late, max_bulk_length=max_bulk_length
+        )
+        outcomes.append(
+            (
+                reader.commands,
+                None if reader.error is None else reader.error.message,
+                h.take_output(),
+                h.closed,
+                len(reader._buffer),
             )
-        self.assertEqual(outcomes[0], outcomes[1])
+        )
+    return outcomes[0], outcomes[1]
 
 
 class _BatchReader(_Reader):
@@ -1639,32 +1663,16 @@ class TakeCommandsTests(SynchronousTestCase):
         gives the commands, error, reply, closing and leftover that reading
         each with the exact parser gives.
         """
-        items = [*items[:where], odd, *items[where:]]
-        stream = b""
-        for item in items:
-            if isinstance(item, bytes):
-                stream += item
-            elif item[0] == "bulk":
-                stream += _multibulk(*item[1])
-            else:
-                stream += b" ".join(item[1]) + b"\r\n"
-        edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
-        chunks = [stream[a:b] for a, b in pairwise(edges)]
-        outcomes = []
-        for cls in (_batch_reader(limit, kind), _ExactReader):
-            h, reader = _run(
-                cls, chunks, max_frame_size, late, max_bulk_length=max_bulk_length
+        self.assertEqual(
+            *_outcomes(
+                (_batch_reader(limit, kind), _ExactReader),
+                [*items[:where], odd, *items[where:]],
+                cuts,
+                max_frame_size,
+                max_bulk_length,
+                late,
             )
-            outcomes.append(
-                (
-                    reader.commands,
-                    None if reader.error is None else reader.error.message,
-                    h.take_output(),
-                    h.closed,
-                    len(reader._buffer),
-                )
-            )
-        self.assertEqual(outcomes[0], outcomes[1])
+        )
 
 
 class ReadCommandsTests(SynchronousTestCase):
