@@ -454,6 +454,19 @@ class FindTests(SynchronousTestCase):
         self.assertEqual(buf.find(b"\r\n", 100), 8)
         self.assertEqual(buf.find(b"d;", 100), 4)
 
+    def test_other_delimiters_resume_index_is_not_reused(self) -> None:
+        """
+        A search for a new delimiter that raises does not leave the previous
+        delimiter's resume index in place for the next search (which would
+        skip a delimiter that starts before it).
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"\x00\r\n")
+        self.assertEqual(buf.find(b"\n", 1), -1)
+        with self.assertRaises(LineTooLongError):
+            buf.take_until(b"\r\n", 0)
+        self.assertEqual(buf.take_until(b"\r\n", 2), b"\x00")
+
     def test_search_index_survives_counted_takes(self) -> None:
         """
         Taking bytes without a delimiter does not make the next search rescan

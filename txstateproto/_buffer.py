@@ -256,8 +256,10 @@ class ReceiveBuffer:
             if pos < start:
                 pos = start
         else:
+            # The resume index belongs to the old delimiter: a search that
+            # raises or finds nothing must not leave it standing for this one.
             self._delimiter = delimiter
-            pos = start
+            self._searched = pos = start
         size = len(delimiter)
         end = start + limit + size
         found = data.find(delimiter, pos, end)
@@ -314,8 +316,10 @@ class ReceiveBuffer:
         elif not delimiter:
             raise ValueError("delimiter must not be empty")
         else:
+            # The resume index belongs to the old delimiter: a search that
+            # raises or finds nothing must not leave it standing for this one.
             self._delimiter = delimiter
-            pos = start
+            self._searched = pos = start
         size = len(delimiter)
         end = start + max_length + size
         found = data.find(delimiter, pos, end)
