@@ -24,6 +24,12 @@ Cases:
     in flight: a read that waits for bytes, and its resume, per line).
   - C{LineReceiver-echo-32}, C{LineReceiver-echo-1}: the same with
     Twisted's C{LineReceiver}, the peer.
+  - C{int32-echo-64}, C{int32-echo-1}: one echoed 64-byte frame with a
+    32-bit length prefix, a C{StateProtocol} doing C{read_frame} /
+    C{write_frame} (as in C{bench/frames.py}), fed 64 frames per chunk or
+    one.
+  - C{Int32StringReceiver-echo-64}, C{Int32StringReceiver-echo-1}: the
+    same with Twisted's C{Int32StringReceiver}, the peer.
 
 Usage (from the repository root, valgrind installed)::
 
@@ -122,8 +128,48 @@ def echo(peer, per_chunk, n):
         transport.clear()
 
 
+def frame_echo(peer, per_chunk, n):
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols.basic import Int32StringReceiver
+    from txstateproto import StateProtocol
+    from txstateproto.protocols import read_frame, write_frame
+
+    class FrameEcho(StateProtocol):
+        def start(self):
+            while True:
+                frame = yield read_frame(self)
+                write_frame(self, frame)
+
+    class Int32Echo(Int32StringReceiver):
+        def stringReceived(self, string):
+            self.sendString(string)
+
+    protocol = FrameEcho() if peer == "stateproto" else Int32Echo()
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    frame = b"\0\0\0\x40" + bytes(range(64))
+    chunk = frame * per_chunk
+    protocol.dataReceived(chunk)
+    transport.clear()
+    for _ in range(n // per_chunk):
+        protocol.dataReceived(chunk)
+        transport.clear()
+    # Exactly n frames, whatever --steps is (20,000 is not a multiple of 64).
+    if n % per_chunk:
+        protocol.dataReceived(frame * (n % per_chunk))
+        transport.clear()
+
+
 if case == "floor":
     floor(n)
+elif case == "int32-echo-64":
+    frame_echo("stateproto", 64, n)
+elif case == "int32-echo-1":
+    frame_echo("stateproto", 1, n)
+elif case == "Int32StringReceiver-echo-64":
+    frame_echo("int32", 64, n)
+elif case == "Int32StringReceiver-echo-1":
+    frame_echo("int32", 1, n)
 elif case == "echo-32":
     echo("stateproto", 32, n)
 elif case == "echo-1":
@@ -154,6 +200,10 @@ CASES = [
     "LineReceiver-echo-32",
     "echo-1",
     "LineReceiver-echo-1",
+    "int32-echo-64",
+    "Int32StringReceiver-echo-64",
+    "int32-echo-1",
+    "Int32StringReceiver-echo-1",
 ]
 
 
