@@ -1249,9 +1249,9 @@ _OPERATIONS = st.lists(
 )
 
 
-class MixedOperationsTests(SynchronousTestCase):
+class _ModelCheck(SynchronousTestCase):
     """
-    Any sequence of appends and takes behaves like slicing a plain C{bytes}.
+    Compares a buffer with a C{bytes} model (no tests of its own).
     """
 
     def _check_model(self, operations: list[tuple[object, ...]]) -> None:
@@ -1311,6 +1311,12 @@ class MixedOperationsTests(SynchronousTestCase):
             self.assertEqual(len(buf), len(model))
             self.assertEqual(bool(buf), bool(model))
 
+
+class MixedOperationsTests(_ModelCheck):
+    """
+    Any sequence of appends and takes behaves like slicing a plain C{bytes}.
+    """
+
     @_settings
     @given(operations=_OPERATIONS)
     def test_matches_bytes_model(self, operations: list[tuple[object, ...]]) -> None:
@@ -1330,4 +1336,159 @@ class MixedOperationsTests(SynchronousTestCase):
         constantly.
         """
         with _tiny_thresholds():
+            self._check_model(operations)
+
+
+# Streams of many short lines, appended several lines at a time, so that
+# take_until splits lines ahead (ReceiveBuffer._split_ahead) and the other
+# operations land in the middle of a split list.
+_PIPELINED_OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("append"),
+            st.lists(st.binary(max_size=6) | _PIECES, min_size=2, max_size=12).map(
+                lambda lines: b"\r\n".join(lines) + b"\r\n"
+            ),
+        ),
+        st.tuples(st.just("append"), st.binary(max_size=5) | _PIECES),
+        st.tuples(st.just("until"), st.just(b"\r\n"), st.integers(0, 8)),
+        st.tuples(st.just("until"), st.just(b"\r\n"), st.just(8)),
+        st.tuples(st.just("until"), st.just(b"\r\n"), st.just(8)),
+        st.tuples(st.just("until"), st.sampled_from(_DELIMITERS), st.integers(0, 8)),
+        st.tuples(st.just("find"), st.sampled_from(_DELIMITERS), st.integers(0, 8)),
+        st.tuples(st.just("exactly"), st.integers(0, 8)),
+        st.tuples(st.just("some"), st.integers(1, 8)),
+        st.tuples(st.just("peek"), st.integers(0, 8)),
+        st.tuples(st.just("all")),
+        st.tuples(st.just("clear")),
+    ),
+    max_size=80,
+)
+
+
+class SplitAheadTests(_ModelCheck):
+    """
+    Lines split ahead for a pipelining peer are the lines the search would
+    have found, and any other take drops them.
+    """
+
+    def test_pipelined_short_lines_are_split_ahead(self) -> None:
+        """
+        From the second short line in a row, the complete lines that follow
+        are split in one call, and taken from that list without a search.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"".join(b"line %d\r\n" % n for n in range(10)) + b"partial")
+        with mock.patch.object(
+            ReceiveBuffer,
+            "_split_ahead",
+            autospec=True,
+            side_effect=ReceiveBuffer._split_ahead,
+        ) as split:
+            self.assertEqual(buf.take_until(b"\r\n", 100), b"line 0")
+            self.assertEqual(split.call_count, 0)
+            self.assertEqual(buf.take_until(b"\r\n", 100), b"line 1")
+            self.assertEqual(split.call_count, 1)
+        self.assertEqual(buf._lines, [b"line %d" % n for n in range(9, 1, -1)])
+        taken = [buf.take_until(b"\r\n", 100) for _ in range(8)]
+        self.assertEqual(taken, [b"line %d" % n for n in range(2, 10)])
+        self.assertIsNone(buf.take_until(b"\r\n", 100))
+        self.assertEqual(len(buf), len(b"partial"))
+        self.assertEqual(buf.take_all(), b"partial")
+
+    def test_counted_take_drops_the_split_lines(self) -> None:
+        """
+        A counted read between line reads takes the bytes that follow the
+        last line taken, and the lines after it are found again.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"a\r\nb\r\nc\r\nd\r\ne\r\n")
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"a")
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"b")
+        self.assertTrue(buf._lines)
+        self.assertEqual(buf.take_exactly(3), b"c\r\n")
+        self.assertIsNone(buf._lines)
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"d")
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"e")
+        self.assertFalse(buf)
+
+    def test_smaller_limit_is_checked_against_split_lines(self) -> None:
+        """
+        A take with a smaller C{max_length} than a split line's length does
+        not get it from the list: it raises as the search would.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"a\r\nb\r\nlonger line\r\nc\r\n")
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"a")
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"b")
+        with self.assertRaises(LineTooLongError):
+            buf.take_until(b"\r\n", 3)
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"longer line")
+
+    def test_over_long_line_is_not_split_ahead(self) -> None:
+        """
+        Lines are not split ahead if one of them exceeds the limit, so the
+        error comes from the search when that line is reached.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"a\r\nb\r\nc\r\n" + b"x" * 20 + b"\r\nd\r\n")
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"a")
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"b")
+        self.assertIsNone(buf._lines)
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"c")
+        with self.assertRaises(LineTooLongError) as raised:
+            buf.take_until(b"\r\n", 10)
+        self.assertEqual(raised.exception.limit, 10)
+
+    def test_window_bounds_the_split(self) -> None:
+        """
+        At most C{_SPLIT_WINDOW} bytes are split at a time, whatever is
+        buffered: a megabyte of one-byte lines keeps a bounded list.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"x\n" * 500_000)
+        self.assertEqual(buf.take_until(b"\n", 10), b"x")
+        self.assertEqual(buf.take_until(b"\n", 10), b"x")
+        assert buf._lines is not None
+        self.assertLessEqual(len(buf._lines), _buffer._SPLIT_WINDOW // 2)
+        count = 2
+        while buf.take_until(b"\n", 10) is not None:
+            count += 1
+            assert buf._lines is None or len(buf._lines) <= _buffer._SPLIT_WINDOW
+        self.assertEqual(count, 500_000)
+
+    def test_emptied_buffer_keeps_no_list(self) -> None:
+        """
+        Once every line is taken, the buffer holds neither the chunk nor a
+        list of lines (what an idle connection costs).
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"a\r\nb\r\nc\r\nd\r\n")
+        while buf.take_until(b"\r\n", 10) is not None:
+            pass
+        self.assertEqual(buf._data, b"")
+        self.assertIsNone(buf._lines)
+
+    @_settings
+    @given(operations=_PIPELINED_OPERATIONS)
+    def test_matches_bytes_model(self, operations: list[tuple[object, ...]]) -> None:
+        """
+        Any mix of pipelined appends, line takes with varying limits and
+        delimiters, and other takes matches the C{bytes} model.
+        """
+        self._check_model(operations)
+
+    @_settings
+    @given(operations=_PIPELINED_OPERATIONS)
+    def test_matches_bytes_model_with_small_windows(
+        self, operations: list[tuple[object, ...]]
+    ) -> None:
+        """
+        The same holds when the split window is a few bytes (delimiters cut
+        at its end, lines longer than it) and compaction runs constantly.
+        """
+        with (
+            _tiny_thresholds(),
+            mock.patch.multiple(_buffer, _SPLIT_WINDOW=7, _SPLIT_LINE_MAX=3),
+        ):
             self._check_model(operations)

@@ -144,9 +144,10 @@ class ReadLineTests(SynchronousTestCase):
 
     def test_unsatisfied_read_is_not_retried_without_new_bytes(self) -> None:
         """
-        A line arriving alone costs two buffer searches: the one that takes
-        it, and the handler's next read finding nothing; the queued read is
-        not searched again until more bytes arrive.
+        A line arriving alone costs one buffer search, the one that takes
+        it: that take leaves the buffer empty, and the handler's next read
+        queues without a search; the queued read is not searched again
+        until more bytes arrive.
         """
         results: list[object] = []
         h = ProtocolHarness(reader(results))
@@ -156,7 +157,30 @@ class ReadLineTests(SynchronousTestCase):
             for n in range(10):
                 h.feed(b"line %d\r\n" % n)
         self.assertEqual(len(results), 10)
-        self.assertEqual(take_until.call_count, 20)
+        self.assertEqual(take_until.call_count, 10)
+
+    def test_pipelined_lines_respect_max_line_length(self) -> None:
+        """
+        Lines that a read with a larger limit split ahead are still checked
+        against C{max_line_length} when C{read_line} takes them.
+        """
+        results: list[object] = []
+
+        def script(p: Scripted) -> Body:
+            results.append((yield p.read_until(b"\r\n", max_length=100)))
+            results.append((yield p.read_until(b"\r\n", max_length=100)))
+            results.append((yield p.read_line()))
+            try:
+                yield p.read_line()
+            except LineTooLongError as e:
+                results.append(("too long", e.limit, e.limit_name))
+
+        h = ProtocolHarness(Scripted(script))
+        h.protocol.max_line_length = 5
+        h.feed(b"a\r\nb\r\nshort\r\ntoo long\r\nc\r\n")
+        self.assertEqual(
+            results, [b"a", b"b", b"short", ("too long", 5, "max_line_length")]
+        )
 
     def test_waiting_reader_keeps_no_received_chunk(self) -> None:
         """
@@ -2123,3 +2147,40 @@ class ChunkingPropertyTests(SynchronousTestCase):
             # Without read_some, the results are identical whatever the split.
             self.assertEqual(split, whole)
             self.assertEqual(drip, whole)
+
+    @_settings
+    @given(
+        lines=st.lists(
+            st.text("ab;", max_size=7).map(str.encode)
+            | st.lists(_ALPHABET, max_size=6).map(b"".join),
+            min_size=2,
+            max_size=25,
+        ),
+        ops=st.lists(
+            st.one_of(
+                st.tuples(st.just("line")),
+                st.tuples(st.just("line")),
+                # Line reads with other limits than max_line_length.
+                st.tuples(st.just("until"), st.just(b"\r\n"), st.integers(0, 8)),
+                _OPS,
+            ),
+            min_size=1,
+            max_size=30,
+        ),
+        cuts=st.lists(st.integers(0, 200), max_size=6),
+    )
+    def test_pipelined_lines_give_the_same_reads(
+        self, lines: list[bytes], ops: list[tuple[Any, ...]], cuts: list[int]
+    ) -> None:
+        """
+        Many short lines arriving together (which the buffer splits ahead
+        for consecutive line reads), read with line reads mixed with every
+        other kind of read, give what the model of the whole stream gives.
+        """
+        data = b"\r\n".join(lines) + b"\r\n"
+        points = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
+        chunks = [data[a:b] for a, b in pairwise(points)]
+        whole = _run_ops(ops, [data])
+        self.assertEqual(whole, _model(ops, data, whole))
+        split = _run_ops(ops, chunks)
+        self.assertEqual(split, _model(ops, data, split))

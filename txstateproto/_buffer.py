@@ -111,6 +111,14 @@ _COMPACT_MIN = 16384
 # (64 KiB 2.2 us vs 4.4 us). The two break even near 16 KiB.
 _LARGE_COPY = 16384
 
+# Splitting lines ahead (ReceiveBuffer._split_ahead) looks at most this many
+# bytes at a time, which bounds the list it keeps (a 3-byte line costs a
+# 34-byte bytes object and an 8-byte pointer: at most ~29 KiB), and only
+# after lines up to _SPLIT_LINE_MAX bytes: for longer ones a search and a
+# slice per line cost little next to the copy, and a window would hold few.
+_SPLIT_WINDOW = 2048
+_SPLIT_LINE_MAX = 256
+
 
 @final
 class ReceiveBuffer:
@@ -125,12 +133,23 @@ class ReceiveBuffer:
     nothing of cancellation: a read that is cancelled simply does not take.
     """
 
-    __slots__ = ("_data", "_delimiter", "_searched", "_start")
+    __slots__ = (
+        "_data",
+        "_delimiter",
+        "_lines",
+        "_longest",
+        "_searched",
+        "_start",
+        "_streak",
+    )
 
     _data: bytes | bytearray
     _start: int
     _searched: int
     _delimiter: bytes
+    _lines: list[bytes] | None
+    _longest: int
+    _streak: int
 
     def __init__(self) -> None:
         """
@@ -146,6 +165,15 @@ class ReceiveBuffer:
         # branch of a search; any starting value is correct, since the
         # search index starts at the offset.
         self._delimiter = b"\r\n"
+        # The next lines, split ahead in one C call (last line first), while
+        # a peer pipelines short lines: see _split_ahead. Each is still in
+        # _data after _start; a take of any other kind drops the list.
+        self._lines = None
+        self._longest = 0
+        # Lines taken in a row by take_until with no other take between:
+        # splitting ahead starts at the second, so that a framing which
+        # alternates a header line with a counted body never pays for it.
+        self._streak = 0
 
     def __len__(self) -> int:
         """
@@ -226,6 +254,8 @@ class ReceiveBuffer:
             self._data = b""
             self._start = 0
             self._searched = 0
+            # An emptied list of lines ahead, if any: nothing is unread.
+            self._lines = None
 
     def find(self, delimiter: bytes, limit: int) -> int:
         """
@@ -306,6 +336,14 @@ class ReceiveBuffer:
         @raise ValueError: If C{delimiter} is empty or C{max_length} is
             negative.
         """
+        lines = self._lines
+        if lines:
+            if delimiter == self._delimiter and max_length >= self._longest:
+                # Split ahead: the line and its delimiter are the next bytes.
+                line = lines.pop()
+                self._start += len(line) + len(delimiter)
+                return line
+            self._lines = None
         # The search of find(), inlined: this is every line read's path.
         data = self._data
         start = self._start
@@ -324,13 +362,33 @@ class ReceiveBuffer:
         end = start + max_length + size
         found = data.find(delimiter, pos, end)
         if found >= 0:
-            self._start = found + size
+            after = found + size
+            length = found - start
             if type(data) is bytes:
                 # One slice of the adopted chunk: one copy.
-                return data[start:found]
-            if found - start < _LARGE_COPY:
-                return bytes(data[start:found])
-            return self._copy_large(start, found)
+                line = data[start:found]
+            elif length < _LARGE_COPY:
+                line = bytes(data[start:found])
+            else:
+                line = self._copy_large(start, found)
+            left = len(data) - after
+            if not left:
+                # All taken: let the chunk or array go now, so that the next
+                # read sees an empty buffer without a search, and an idle
+                # reader holds nothing.
+                self._data = b""
+                self._start = 0
+                self._searched = 0
+                self._streak += 1
+                return line
+            self._start = after
+            streak = self._streak
+            if streak and length <= _SPLIT_LINE_MAX and left >= (length + size) << 1:
+                # A second short line in a row and at least two more of
+                # its size buffered: a pipelining peer.
+                self._split_ahead(data, after, delimiter, max_length)
+            self._streak = streak + 1
+            return line
         # A negative max_length can never match, so it is checked only here.
         if max_length < 0:
             raise ValueError(f"max_length must be >= 0, not {max_length}")
@@ -345,12 +403,44 @@ class ReceiveBuffer:
             self._data = b""
             self._start = 0
             self._searched = 0
+            self._lines = None
             return None
         # A match may straddle the end of what is here: back off size - 1.
         stop = length if end > length else end
         stop -= size - 1
         self._searched = stop if stop > pos else pos
         return None
+
+    def _split_ahead(
+        self, data: bytes | bytearray, start: int, delimiter: bytes, max_length: int
+    ) -> None:
+        """
+        Split the complete lines among the next C{_SPLIT_WINDOW} bytes from
+        C{start} into C{_lines}, so that the takes that follow are a list
+        pop each instead of a search and a slice each.
+
+        C{bytes.split} makes the same cut as repeated searches (the first
+        occurrence from each start, without overlap); the last piece, a
+        partial line or one whose delimiter the window cuts, is left in
+        C{_data} for the ordinary search. Nothing is kept if fewer than two
+        lines are complete, or if any is longer than C{max_length} (the
+        ordinary search raises for it when it is reached). The list costs at
+        most the window's bytes again plus a pointer and a bytes header per
+        line, and is dropped by any take of another kind.
+        """
+        window = data[start : start + _SPLIT_WINDOW]
+        if type(window) is not bytes:
+            window = bytes(window)
+        lines = window.split(delimiter)
+        del lines[-1]
+        if len(lines) < 2:
+            return
+        longest = max(map(len, lines))
+        if longest > max_length:
+            return
+        lines.reverse()
+        self._lines = lines
+        self._longest = longest
 
     def take_exactly(self, n: int) -> bytes | None:
         """
@@ -370,6 +460,8 @@ class ReceiveBuffer:
             self._release_if_empty()
             return None
         self._start = end
+        self._lines = None
+        self._streak = 0
         if type(data) is bytes:
             return data[start:end]
         if n < _LARGE_COPY:
@@ -396,6 +488,8 @@ class ReceiveBuffer:
         if end - start > max_bytes:
             end = start + max_bytes
         self._start = end
+        self._lines = None
+        self._streak = 0
         if type(data) is bytes:
             if start == 0 and end == len(data):
                 # The whole chunk, as it was delivered: no copy at all.
@@ -492,6 +586,8 @@ class ReceiveBuffer:
                 f"(start, start + limit)"
             )
         self._start = end
+        self._lines = None
+        self._streak = 0
         return value
 
     def clear(self) -> None:
@@ -501,6 +597,8 @@ class ReceiveBuffer:
         self._data = b""
         self._start = 0
         self._searched = 0
+        self._lines = None
+        self._streak = 0
 
     def _copy_large(self, start: int, end: int) -> bytes:
         """

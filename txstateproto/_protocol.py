@@ -159,6 +159,9 @@ class _Kind(Enum):
 
 
 _UNTIL = _Kind.UNTIL
+# Module globals for the hot paths: an enum member reached through its class
+# costs an attribute lookup per use.
+_CONNECTED = ConnectionState.CONNECTED
 
 
 class _Read(DirectDeferred[bytes]):
@@ -180,6 +183,8 @@ class _Read(DirectDeferred[bytes]):
         size: int,
         delimiter: bytes,
         limit_name: str,
+        seen: int,
+        owner: StateProtocol,
     ) -> None:
         # What Deferred.__init__ and DirectDeferred's set, without their two
         # frames: a read that waits for bytes is made per message when one
@@ -195,12 +200,13 @@ class _Read(DirectDeferred[bytes]):
         self.size = size
         self.delimiter = delimiter
         self.limit_name = limit_name
-        # The receive count at which the buffer last failed this read: until
-        # more bytes arrive, trying again is wasted work.
-        self.seen = -1
+        # The receive count at which the buffer last failed this read (-1:
+        # not tried): until more bytes arrive, trying again is wasted work.
+        self.seen = seen
         self.timer: IDelayedCall | None = None
-        # The protocol whose queue holds this read, while it does.
-        self._owner: StateProtocol | None = None
+        # The protocol whose queue holds this read, while it does (the
+        # caller appends it to that queue).
+        self._owner: StateProtocol | None = owner
 
     def _remove(self) -> None:
         """
@@ -598,26 +604,67 @@ class StateProtocol(Protocol):
             before a full line arrived (only with L{half_close}).
         """
         if self._reads:
-            tried = False
-        else:
+            return self._queue(
+                _UNTIL,
+                self.max_line_length,
+                self.delimiter,
+                "max_line_length",
+                timeout,
+                False,
+            )
+        buffer = self._buffer
+        if buffer._data:
+            lines = buffer._lines
+            if (
+                lines
+                and buffer._longest <= self.max_line_length
+                and buffer._delimiter == self.delimiter
+            ):
+                # The hottest path: a pipelining peer's next line, already
+                # split (ReceiveBuffer.take_until's first case, inlined).
+                line = lines.pop()
+                buffer._start += len(line) + len(buffer._delimiter)
+                if self._buffer_paused:
+                    self._check_buffer_pressure()
+                if Deferred.debug:
+                    return succeed(line)
+                d: Deferred[bytes] = _new_deferred(Deferred)
+                d._callbacks = []
+                d._canceller = None
+                d.result = line
+                d.called = True
+                return d
             # The hot path, flattened: nothing queued ahead, a line buffered.
             try:
-                data = self._buffer.take_until(self.delimiter, self.max_line_length)
+                data = buffer.take_until(self.delimiter, self.max_line_length)
             except ProtocolError as e:
                 return fail(e)
             if data is not None:
                 if self._buffer_paused:
                     self._check_buffer_pressure()
                 return _fired(data)
-            tried = True
-        return self._queue(
-            _Kind.UNTIL,
+        # The buffer cannot satisfy it (an empty buffer is not even
+        # searched): wait. _queue, inlined: with one request per chunk, this
+        # runs once per message.
+        if self.state is not _CONNECTED:
+            return fail(self._not_readable(_UNTIL, self.max_line_length))
+        read = _Read(
+            _UNTIL,
             self.max_line_length,
             self.delimiter,
             "max_line_length",
-            timeout,
-            tried,
+            self._received,
+            self,
         )
+        self._reads.append(read)
+        if timeout is not None:
+            read.timer = self.clock.callLater(
+                timeout, self._read_timed_out, read, timeout
+            )
+        if self._buffer_paused:
+            # A read that needs more than is buffered may lift the pause.
+            self._check_buffer_pressure()
+        return read
 
     def read_until(
         self,
@@ -813,10 +860,9 @@ class StateProtocol(Protocol):
         """
         if tried and self.state is not ConnectionState.CONNECTED:
             return fail(self._not_readable(kind, size))
-        read = _Read(kind, size, delimiter, limit_name)
-        if tried:
-            read.seen = self._received
-        read._owner = self
+        read = _Read(
+            kind, size, delimiter, limit_name, self._received if tried else -1, self
+        )
         self._reads.append(read)
         if timeout is not None:
             read.timer = self.clock.callLater(
