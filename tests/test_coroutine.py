@@ -823,6 +823,69 @@ class TailCallTests(SynchronousTestCase):
         with self.assertRaises(TypeError):
             TailCall()
 
+    def test_tail_call_signal_raised_again_is_refused(self) -> None:
+        """
+        A TailCall caught on its way out and raised again later, by hand,
+        is not a tail call: the engine has no target for it and fails the
+        Coroutine with L{NoreturnOutsideCoroutineError}, thrown into the
+        frame below if there is one.
+        """
+        saved: list[BaseException] = []
+
+        def first() -> Generator[Any, Any, str]:
+            yield None
+            try:
+                noreturn(second())
+            except TailCall as signal:
+                saved.append(signal)
+                raise
+
+        def second() -> Generator[Any, Any, str]:
+            yield None
+            raise saved[0]
+
+        def outer() -> Generator[Any, Any, str]:
+            try:
+                yield first()
+            except NoreturnOutsideCoroutineError as e:
+                return str(e)
+            return "no"
+
+        self.assertIn("did not just raise", self.successResultOf(Coroutine(outer())))
+        failure = self.failureResultOf(
+            Coroutine(first()), NoreturnOutsideCoroutineError
+        )
+        self.assertIn("second() raised a TailCall", str(failure.value))
+
+    def test_old_state_locals_freed_at_tail_call_in_except(self) -> None:
+        """
+        A tail call made while handling an exception frees the old state's
+        locals before the next state runs, though the signal's context (the
+        exception handled) refers to that state's frame.
+        """
+        seen = []
+
+        def first() -> Generator[Any, Any, str]:
+            big = Big()
+            ref = weakref.ref(big)
+            yield succeed(None)
+            try:
+                raise ValueError("handled")
+            except ValueError:
+                noreturn(second(ref))
+
+        def second(ref: weakref.ref[Big]) -> Generator[Any, Any, str]:
+            seen.append(ref() is None)
+            yield None
+            return "ok"
+
+        gc.disable()
+        try:
+            self.assertEqual(self.successResultOf(Coroutine(first())), "ok")
+        finally:
+            gc.enable()
+        self.assertEqual(seen, [True])
+
     def test_return_value_from_generator(self) -> None:
         """
         C{return value} in a generator body fires with that value, not None.

@@ -234,7 +234,6 @@ def _trap_cancelled(failure: Failure) -> None:
     failure.trap(CancelledError)
 
 
-@final
 class TailCall(BaseException):
     """
     The signal L{noreturn} raises to end the current body and hand over to
@@ -253,13 +252,12 @@ class TailCall(BaseException):
 
     If a body swallows it anyway and goes on, the engine fails the
     L{Coroutine} with L{TailCallSwallowedError} at the body's next C{yield} or
-    C{return}. There is no public constructor: only L{noreturn} makes one, so
-    a tail call cannot be forged by raising this class by hand.
+    C{return}. There is no public constructor: only L{noreturn} raises one
+    (the target it hands over to is kept by the engine, not by the signal),
+    so a tail call cannot be forged by raising this class by hand.
     """
 
-    __slots__ = ("_target",)
-
-    _target: object
+    __slots__ = ()
 
     def __init__(self, *args: object) -> None:
         raise TypeError(
@@ -268,14 +266,23 @@ class TailCall(BaseException):
         )
 
 
-# Makes the signal without the constructor that refuses the public.
-_new_signal = TailCall.__new__
+@final
+class _TailCallSignal(TailCall):
+    """
+    What L{noreturn} raises: a L{TailCall} with L{BaseException}'s own
+    constructor.
 
-# Raising one preallocated signal instead of a new one per tail call saves
-# about a tenth of a tail call's cost (allocating and freeing the exception).
-# Its _target is None whenever it is not in flight.
-_spare_signal = _new_signal(TailCall)
-_spare_signal._target = None
+    C{raise _TailCallSignal} makes and initialises the instance in C, with no
+    Python frame; a new instance per tail call costs less than re-raising one
+    preallocated signal, which needed its traceback and context cleared by
+    two attribute stores on every hand-over. The instance (and, through its
+    traceback, the ended frame's locals) is freed when the engine's handler
+    ends, before the next state runs.
+    """
+
+    __slots__ = ()
+
+    __init__ = BaseException.__init__
 
 
 class _Waiter(Protocol):
@@ -448,7 +455,8 @@ class Coroutine(DirectDeferred[_T]):
         self._pauses = 0
         self._cancelled = False
         self._cancel_due = False
-        self._tail_signal: TailCall | None = None
+        # What noreturn() hands over to while its TailCall is in flight.
+        self._tail_target: object = None
         self._pending: list[Coroutine[Any]] | None = None
         self._owner: Coroutine[Any] | None = None
         self._aliases: weakref.WeakSet[Coroutine[Any]] | None = None
@@ -505,18 +513,21 @@ class Coroutine(DirectDeferred[_T]):
         """
         global _running
         frames = self._frames
+        if not frames:
+            # A tail call into a Deferred ended the outermost frame: its
+            # result is the Coroutine's.
+            self._finish(value, failure)
+            return
         outer = _running
         _running = self
         finished = False
+        # The innermost frame, kept in step with frames[-1] by every path
+        # that changes the stack, so the hot paths do not index the list.
+        body = frames[-1]
+        # What a tail call (or `return d`) hands over to; checked by type.
+        target: Any
         try:
             while True:
-                if not frames:
-                    # A tail call into a Deferred ended the outermost frame:
-                    # its result is the Coroutine's.
-                    finished = True
-                    break
-                body = frames[-1]
-                target: object = _NOTHING
                 try:
                     if failure is None:
                         yielded = body.send(value)
@@ -524,43 +535,66 @@ class Coroutine(DirectDeferred[_T]):
                         yielded = failure.throwExceptionIntoGenerator(body)
                     else:
                         yielded = body.throw(failure)
+                except TailCall:
+                    # Caught first: a tail call is a state machine's every
+                    # transition. Leaving this handler frees the signal and,
+                    # through its traceback, the ended frame's locals.
+                    target = self._tail_target
+                    self._tail_target = None
+                    if type(target) in _STEP_TYPES and not (
+                        self._pending or self._cancel_due
+                    ):
+                        # The hot path: the next state replaces the ended
+                        # one, which is freed at once.
+                        frames[-1] = body = target
+                        value = failure = None
+                        continue
+                    frames.pop()
                 except StopIteration as stop:
                     frames.pop()
                     value, failure = stop.value, None
-                    if self._tail_signal is not None:
-                        failure = self._swallowed(body)
-                    elif not frames and isinstance(value, Deferred):
-                        # `return d` from the outermost body: wait for it.
-                        target = value
+                    if (
+                        self._tail_target is not None
+                        or frames
+                        or not isinstance(value, Deferred)
+                    ):
+                        if self._tail_target is not None:
+                            failure = self._swallowed(body)
+                        if self._pending:
+                            self._start_pending()
+                        if not frames:
+                            finished = True
+                            break
+                        body = frames[-1]
+                        continue
+                    # `return d` from the outermost body: wait for it, as
+                    # noreturn(d) would.
+                    target = value
                     if self._pending:
                         self._start_pending()
-                    if target is _NOTHING:
-                        continue
-                except TailCall as signal:
-                    frames.pop()
-                    target = signal._target
-                    signal._target = None
-                    # Drop the traceback and context now: they reference the
-                    # finished frame, whose locals must be freed before the
-                    # next state runs.
-                    signal.__traceback__ = None
-                    signal.__context__ = None
-                    self._tail_signal = None
                 except BaseException as exc:
                     frames.pop()
                     value, failure = None, exc
-                    if self._tail_signal is not None:
+                    if self._tail_target is not None:
                         failure = self._swallowed(body)
                     if self._pending:
                         self._start_pending()
+                    if not frames:
+                        finished = True
+                        break
+                    body = frames[-1]
                     continue
                 else:
-                    if self._tail_signal is not None:
+                    if self._tail_target is not None:
                         frames.pop()
                         _close_target(body)
                         value, failure = None, self._swallowed(body)
                         if self._pending:
                             self._start_pending()
+                        if not frames:
+                            finished = True
+                            break
+                        body = frames[-1]
                         continue
                     if (
                         type(yielded) is Deferred
@@ -598,9 +632,10 @@ class Coroutine(DirectDeferred[_T]):
                     if suspend:
                         self._state = _State.WAITING
                         break
+                    body = frames[-1]
                     continue
 
-                # A tail call (or a returned Deferred) into `target`.
+                # A tail call into `target`, the ended frame popped.
                 value, failure = None, None
                 if isinstance(target, _BODY_TYPES):
                     frames.append(target)
@@ -613,21 +648,38 @@ class Coroutine(DirectDeferred[_T]):
                     if suspend:
                         self._state = _State.WAITING
                         break
+                    if not frames:
+                        finished = True
+                        break
+                    body = frames[-1]
+                    continue
+                else:
+                    # No tail call in flight: this TailCall was caught
+                    # and raised again later, not raised by noreturn().
+                    failure = NoreturnOutsideCoroutineError(
+                        f"{_name(body)}() raised a TailCall that noreturn() "
+                        f"did not just raise (one caught earlier and raised "
+                        f"again?); only noreturn() makes a tail call"
+                    )
+                    if self._pending:
+                        self._start_pending()
+                    if not frames:
+                        finished = True
+                        break
+                    body = frames[-1]
                     continue
                 if self._pending:
                     self._start_pending()
                 if self._cancel_due:
                     self._cancel_due = False
                     failure = CancelledError()
-                    if not frames:
-                        finished = True
-                        break
                     # The new state has not started: close it so its first
                     # line never runs, and raise in the frame below, if any.
                     _close_target(frames.pop())
                     if not frames:
                         finished = True
                         break
+                body = frames[-1]
         finally:
             _running = outer
         if finished:
@@ -800,15 +852,8 @@ class Coroutine(DirectDeferred[_T]):
 
         Every remaining frame is closed: the Coroutine fails outright.
         """
-        signal = self._tail_signal
-        self._tail_signal = None
-        target = signal._target if signal is not None else None
-        if signal is not None:
-            # The signal may be the spare one: keep neither the target nor
-            # (through the traceback) the frames it passed through.
-            signal._target = None
-            signal.__traceback__ = None
-            signal.__context__ = None
+        target = self._tail_target
+        self._tail_target = None
         _close_target(target)
         name = getattr(target, "__qualname__", type(target).__name__)
         while self._frames:
@@ -1133,7 +1178,7 @@ def _check_noreturn(
             "noreturn() was called outside a coroutine body; it can only end "
             "a body run by @coroutine or Coroutine()"
         )
-    if engine._tail_signal is not None:
+    if engine._tail_target is not None:
         _close_target(next_step)
         raise TailCallSwallowedError(
             "noreturn() was called again after an earlier tail call in this "
@@ -1185,29 +1230,23 @@ def noreturn(next_step: _Body | Deferred[Any]) -> NoReturn:
         (C{yield from}, C{await}) rather than through the engine.
     @raise TypeError: If C{next_step} is none of the above.
     """
-    engine = _running
-    # The common case costs a few identity checks: the caller's frame is the
-    # running body's innermost frame and nothing is amiss.
+    # Not None when the check below passes: every _run sets it before it
+    # resumes a body, and _check_noreturn raises if it is None.
+    engine: Coroutine[Any] = _running  # type: ignore[assignment]
+    # The common case costs a few identity checks. The caller's caller is
+    # an engine's trampoline itself: the caller is the body that the
+    # innermost _run (whose Coroutine is _running, and RUNNING while it
+    # resumes a body) resumed, not a frame run through 'yield from'/'await'
+    # or a helper. Cheaper than comparing frames with the innermost body's;
+    # _check_noreturn is exact.
     if (
-        engine is None
-        or engine._state is not _RUNNING
-        or (type(next_step) not in _STEP_TYPES and not isinstance(next_step, Deferred))
-        or engine._tail_signal is not None
-        # The body was resumed by an engine's trampoline itself, not through
-        # 'yield from'/'await' or a helper: cheaper than comparing frames
-        # with the innermost body's, and _check_noreturn is exact.
+        (type(next_step) not in _STEP_TYPES and not isinstance(next_step, Deferred))
         or _getframe(2).f_code is not _RUN_CODE
+        or engine._tail_target is not None
     ):
         _check_noreturn(engine, next_step, sys._getframe(1))
-    assert engine is not None
-    signal = _spare_signal
-    if signal._target is not None:
-        # The spare is in flight (a finally block of the state it is ending
-        # runs another engine's tail call): use a new one.
-        signal = _new_signal(TailCall)
-    signal._target = next_step
-    engine._tail_signal = signal
-    raise signal
+    engine._tail_target = next_step
+    raise _TailCallSignal
 
 
 # What noreturn()'s fast path compares its caller's caller with: a body that
