@@ -4,11 +4,12 @@ connections, over real sockets on 127.0.0.1 with the global reactor.
 
 While a chunk is handled, what the handler writes goes straight into the
 TCP transport's send buffer, and at the end of C{dataReceived} it is sent
-at once when nothing is queued ahead (the transport's own C{doWrite()},
-called now rather than on the next reactor turn). An in-memory transport
-cannot show any of this, so every test here uses loopback sockets: the
-reply goes out without registering the socket for writing; a send the
-kernel cannot take whole falls back to the reactor with the order kept;
+at once when nothing is queued ahead (one C{writeSomeData()} call, as the
+transport's C{doWrite()} would make on the next reactor turn). An in-memory
+transport cannot show any of this, so every test here uses loopback
+sockets: the reply goes out without registering the socket for writing; a
+send the kernel cannot take whole (or at all) falls back to the reactor
+with the order kept, and a send error is reported by the reactor;
 writes through C{self.transport} interleave correctly; STARTTLS after a
 write still sends that write in plaintext; C{drain} still sees the
 transport's back-pressure; and other transports keep the ordinary path.
@@ -22,13 +23,14 @@ import socket
 from collections.abc import Callable, Generator
 from typing import Any
 
-from twisted.internet import reactor, tcp
+from twisted.internet import main, reactor, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
     connectProtocol,
 )
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
@@ -283,6 +285,55 @@ class EagerSendTests(_Loopback):
         self.assertEqual(len(client.received), len(expected))
         self.assertTrue(bytes(client.received) == expected)
         self.assertGreater(self.server_registrations(server), 0)
+
+    @inlineCallbacks
+    def test_eagain_falls_back_to_the_reactor(self) -> Test:
+        """
+        A send that the kernel refuses whole (C{writeSomeData} returns 0, as
+        on C{EAGAIN}) leaves the reply queued for the reactor, which sends
+        it once the socket is writable.
+        """
+        client = Client()
+        server = yield self.connect(echo, client)
+        transport: Any = server.transport
+        real = transport.writeSomeData
+        refused: list[bytes] = []
+
+        def refuse_once(data: bytes) -> object:
+            if not refused:
+                refused.append(bytes(data))
+                return 0
+            return real(data)
+
+        transport.writeSomeData = refuse_once
+        assert client.transport is not None
+        client.transport.write(b"first\r\n")
+        yield client.wait_for(len(b"first\r\n"))
+        client.transport.write(b"second\r\n")
+        yield client.wait_for(len(b"first\r\nsecond\r\n"))
+        self.assertEqual(refused, [b"first\r\n"])
+        self.assertEqual(bytes(client.received), b"first\r\nsecond\r\n")
+        self.assertEqual(self.server_registrations(server), 1)
+
+    @inlineCallbacks
+    def test_send_error_is_reported_by_the_reactor(self) -> Test:
+        """
+        A send that fails (C{writeSomeData} returns an error, as on
+        C{EPIPE}) is left for the reactor's own C{doWrite()}, which reports
+        it: the connection is lost with that error, and the handler's
+        pending read is cancelled.
+        """
+        client = Client()
+        server = yield self.connect(echo, client)
+        transport: Any = server.transport
+        transport.writeSomeData = lambda data: main.CONNECTION_LOST
+        assert client.transport is not None
+        client.transport.write(b"doomed\r\n")
+        yield server.when_closed()
+        yield client.lost
+        assert server.disconnect_reason is not None
+        self.assertIsInstance(server.disconnect_reason.value, ConnectionLost)
+        self.assertEqual(bytes(client.received), b"")
 
     @inlineCallbacks
     def test_order_kept_with_transport_writes(self) -> Test:

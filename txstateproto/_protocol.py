@@ -27,17 +27,19 @@ On a plain TCP connection (exactly Twisted's C{tcp.Server} or C{tcp.Client},
 TLS not started), writes made while a chunk is handled go straight into the
 transport's own send buffer (C{FileDescriptor._tempDataBuffer}), skipping
 C{transport.write()}'s per-call checks and its registration with the reactor
-for writing. At the end of C{dataReceived} the batch is sent at once by
-calling the transport's C{doWrite()}, which the reactor would otherwise call
-on its next turn, after an C{epoll_ctl} to watch the socket for writing and
-before another to stop: a request/response exchange then costs one C{recv}
-and one C{send} per message. C{doWrite()} sends what the kernel takes and
-keeps the rest, so a partial send or C{EAGAIN} leaves the rest to the
-reactor as usual (the socket is registered for writing then), and an error
-is left for the reactor's own C{doWrite()} to report. The send is done only
-when nothing from an earlier turn is queued ahead, the connection is not
-closing (nor its write side), TLS is off, and this protocol is the
-transport's unpaused producer (so that C{doWrite()} calls nothing back);
+for writing. At the end of C{dataReceived} the batch is sent at once, as
+the transport's C{doWrite()} would send it on the reactor's next turn
+(after an C{epoll_ctl} to watch the socket for writing and before another
+to stop): one C{writeSomeData()} call, which sends what the kernel takes
+and returns the count, 0 on C{EAGAIN}, or an error instead of raising. A
+request/response exchange then costs one C{recv} and one C{send} per
+message. A partial send or C{EAGAIN} leaves the rest where C{doWrite()}
+leaves it, for the reactor (the socket is registered for writing then),
+and an error is left for the reactor's own C{doWrite()} to report. The send
+is done only when nothing from an earlier turn is queued ahead, the
+connection is not closing (nor its write side), TLS is off, and this
+protocol is the transport's unpaused producer (the cases in which
+C{doWrite()} would call nothing back);
 otherwise the batch is registered for writing as C{write()} would have.
 
 Ordering is kept: C{self.transport.write()} appends to the same buffer, and
@@ -112,11 +114,11 @@ _DIRECT_NEEDS = (
     "connected",
     "dataBuffer",
     "disconnecting",
-    "doWrite",
     "offset",
     "producer",
     "producerPaused",
     "startWriting",
+    "writeSomeData",
 )
 
 # While one chunk is handled, a batch growing past this many bytes is handed to
@@ -1127,13 +1129,21 @@ class StateProtocol(Protocol):
         transport: send it now if that is safe, else register for writing
         as C{FileDescriptor.write} would have.
 
-        Sending now is C{doWrite()}, which the reactor would call on the
-        next turn anyway: it sends what the kernel takes, keeps the rest
-        (a partial send or C{EAGAIN}), and returns an error instead of
-        raising. It is done only when nothing is queued ahead from an
-        earlier turn, TLS is off, the connection is not closing (not even
-        its write side), and we are the transport's unpaused streaming
-        producer, so that C{doWrite()} calls nothing back.
+        Sending now does what C{doWrite()} would do on the next reactor turn,
+        less the steps that cannot apply here: one C{writeSomeData()} call
+        (a C{send()} of at most C{SEND_LIMIT} bytes that returns the count,
+        0 on C{EAGAIN}, or an error instead of raising). If it took
+        everything, nothing is left to do: no writer registration, no
+        reactor turn. Otherwise the rest is left exactly as C{doWrite()}
+        leaves a partial send (in C{dataBuffer} from C{offset}) and the
+        writer is registered, so the reactor sends it, or reports the
+        error, when the socket is writable.
+
+        It is done only when nothing is queued ahead from an earlier turn,
+        TLS is off, the connection is not closing (not even its write side),
+        and we are the transport's unpaused streaming producer: the cases in
+        which C{doWrite()}, having sent everything, would only have called
+        C{stopWriting()} on a writer that was never registered.
         """
         if (
             not direct.TLS
@@ -1146,12 +1156,20 @@ class StateProtocol(Protocol):
             and not direct.producerPaused
             and len(direct.dataBuffer) == direct.offset
         ):
-            direct.doWrite()
-            if not direct._tempDataLen and len(direct.dataBuffer) == direct.offset:
-                # All sent: no writer registration, no reactor turn.
+            pieces = direct._tempDataBuffer
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            sent = direct.writeSomeData(data)
+            if sent == len(data):
+                # All sent (an error, an exception instance, equals no int).
+                pieces.clear()
+                direct._tempDataLen = 0
                 return
-            # The rest (or all of it, after EAGAIN or an error that the
-            # reactor's own doWrite will report) waits for writability.
+            # What doWrite() leaves after a partial send (or none: EAGAIN, or
+            # an error that its next call, by the reactor, will report).
+            direct.dataBuffer = data
+            direct.offset = sent if type(sent) is int else 0
+            direct._tempDataBuffer = []
+            direct._tempDataLen = 0
         direct._maybePauseProducer()
         direct.startWriting()
 
