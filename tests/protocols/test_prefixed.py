@@ -11,12 +11,12 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.protocols import basic
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import Body, Scripted, idle
+from tests.helpers import Body, Scripted, idle, yields
 from txstateproto import EndOfStreamError, FrameTooLongError, StateProtocol
 from txstateproto.protocols import read_frame, write_frame
 from txstateproto.testing import ProtocolHarness
@@ -252,6 +252,293 @@ class ReadFrameTests(SynchronousTestCase):
         h.feed_chunks(stream[a:b] for a, b in pairwise(edges))
         self.assertEqual(frames, payloads)
         self.assertTrue(h.closed)
+
+
+class _NoScan(Scripted):
+    """
+    A L{Scripted} whose L{StateProtocol.take_scanned} never takes anything,
+    so that L{read_frame} always goes through its counted reads: the
+    reference the fast path must agree with.
+    """
+
+    def take_scanned(self, scan: object, limit: int) -> None:  # type: ignore[override]
+        """
+        Take nothing.
+        """
+        return None
+
+
+class _CountingReads(Scripted):
+    """
+    A L{Scripted} that counts its L{StateProtocol.read_exactly} calls.
+    """
+
+    exact_reads = 0
+
+    def read_exactly(
+        self, n: int, timeout: float | None = None
+    ) -> defer.Deferred[bytes]:
+        """
+        Count the call, then read as usual.
+        """
+        self.exact_reads += 1
+        return super().read_exactly(n, timeout)
+
+
+#: A step of L{_run_steps}: ("frame", max_length), ("line", None) or
+#: ("exact", count).
+_Step = tuple[str, int | None]
+
+
+def _run_steps(
+    cls: type[Scripted],
+    bits: int,
+    steps: list[_Step],
+    chunks: list[bytes],
+    max_frame_size: int,
+) -> list[object]:
+    """
+    Run C{steps} as a handler fed C{chunks} and return what each read gave:
+    its bytes (with their type), or the error's class and text, followed by
+    the bytes still buffered at that point.
+    """
+    outcomes: list[object] = []
+
+    def script(p: Scripted) -> Body:
+        for kind, arg in steps:
+            try:
+                if kind == "frame":
+                    got = yield read_frame(p, prefix_bits=bits, max_length=arg)
+                elif kind == "line":
+                    got = yield p.read_line()
+                else:
+                    assert arg is not None
+                    got = yield p.read_exactly(arg)
+            except FrameTooLongError as e:
+                outcomes.append((type(e), str(e), p.peek(1 << 20)))
+                return
+            outcomes.append((type(got), got))
+
+    p = cls(script)
+    p.max_frame_size = max_frame_size
+    h = ProtocolHarness(p)
+    h.feed_chunks(chunks)
+    return outcomes
+
+
+def _cut(stream: bytes, cuts: list[int]) -> list[bytes]:
+    """
+    Split C{stream} at the given offsets (taken modulo its length + 1).
+    """
+    edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    return [stream[a:b] for a, b in pairwise(edges)]
+
+
+@st.composite
+def _steps_and_stream(draw: st.DrawFn) -> tuple[int, list[_Step], bytes, int]:
+    """
+    A prefix width, a list of reads, the stream they read (frames
+    sometimes longer than their limit) and a max_frame_size.
+    """
+    bits = draw(st.sampled_from([8, 16, 32]))
+    max_frame_size = draw(st.sampled_from([40, 200, 16 * 1024 * 1024]))
+    steps: list[_Step] = []
+    stream = b""
+    for _ in range(draw(st.integers(min_value=0, max_value=8))):
+        kind = draw(st.sampled_from(["frame", "frame", "frame", "line", "exact"]))
+        if kind == "frame":
+            body = draw(st.binary(max_size=min(255, (1 << bits) - 1)))
+            max_length = draw(st.none() | st.integers(min_value=-2, max_value=300))
+            steps.append(("frame", max_length))
+            stream += _frame(body, bits)
+        elif kind == "line":
+            steps.append(("line", None))
+            stream += draw(st.binary(max_size=20)).replace(b"\n", b"") + b"\r\n"
+        else:
+            n = draw(st.integers(min_value=0, max_value=10))
+            steps.append(("exact", n))
+            stream += draw(st.binary(min_size=n, max_size=n))
+    return bits, steps, stream, max_frame_size
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    Tests for L{read_frame}'s fast path: a frame already buffered whole is
+    taken in one L{StateProtocol.take_scanned} call; everything else goes to
+    the counted reads, with the same results and errors as before.
+    """
+
+    def test_buffered_frames_take_no_counted_read(self) -> None:
+        """Frames buffered whole are read without read_exactly, for every
+        prefix width; a frame still arriving uses it."""
+        payloads = [b"", b"a", b"hello", bytes(range(200))]
+        for bits in (8, 16, 32):
+            p = _CountingReads(lambda p: yields(Deferred()))
+            h = ProtocolHarness(p)
+            h.feed(
+                b"".join(_frame(x, bits) for x in payloads) + _frame(b"xy", bits)[:-1]
+            )
+            for payload in payloads:
+                d = read_frame(p, prefix_bits=bits)
+                self.assertEqual(self.successResultOf(d), payload)
+            self.assertEqual(p.exact_reads, 0, bits)
+            d = read_frame(p, prefix_bits=bits)
+            self.assertGreater(p.exact_reads, 0, bits)
+            h.feed(b"y")
+            self.assertEqual(self.successResultOf(d), b"xy")
+
+    def test_split_at_every_byte(self) -> None:
+        """Frames split into two chunks at any byte, or fed a byte at a
+        time, are read back whole, as bytes, in order."""
+        for bits in (8, 16, 32):
+            payloads = [b"", b"a", b"hello", bytes(range(200)), b"z"]
+            stream = b"".join(_frame(x, bits) for x in payloads)
+            splits = [[stream[:i], stream[i:]] for i in range(len(stream) + 1)]
+            splits.append([stream[i : i + 1] for i in range(len(stream))])
+            for chunks in splits:
+                frames: list[bytes] = []
+                h = ProtocolHarness(_collector(len(payloads), bits, frames))
+                h.feed_chunks(chunks)
+                self.assertEqual(frames, payloads, (bits, len(chunks[0])))
+                self.assertEqual({type(f) for f in frames}, {bytes})
+                self.assertTrue(h.closed)
+
+    def test_frames_from_the_joining_array(self) -> None:
+        """Frames buffered after a chunk that ended mid-frame (held in the
+        buffer's array, not the chunk) come out as bytes."""
+        payloads = [b"abc", b"defg", b"", b"hi"]
+        stream = b"".join(_frame(x) for x in payloads)
+        frames: list[bytes] = []
+        h = ProtocolHarness(_collector(len(payloads), 32, frames))
+        h.feed_chunks([stream[:5], stream[5:]])
+        self.assertEqual(frames, payloads)
+        self.assertEqual([type(f) for f in frames], [bytes] * len(payloads))
+
+    def test_many_frames_per_chunk(self) -> None:
+        """A thousand frames in one chunk are read in order."""
+        payloads = [str(i).encode() * (i % 7) for i in range(1000)]
+        frames: list[bytes] = []
+        h = ProtocolHarness(_collector(len(payloads), 32, frames))
+        h.feed(b"".join(_frame(x) for x in payloads))
+        self.assertEqual(frames, payloads)
+
+    def test_frame_longer_than_the_fast_path(self) -> None:
+        """A buffered frame longer than the fast path takes is read by the
+        counted reads, whole, and the frames after it by the fast path."""
+        big = bytes(range(256)) * 300
+        p = _CountingReads(lambda p: yields(Deferred()))
+        h = ProtocolHarness(p)
+        h.feed(_frame(b"a") + _frame(big) + _frame(b"b"))
+        self.assertEqual(self.successResultOf(read_frame(p)), b"a")
+        self.assertEqual(p.exact_reads, 0)
+        self.assertEqual(self.successResultOf(read_frame(p)), big)
+        self.assertEqual(p.exact_reads, 2)
+        self.assertEqual(self.successResultOf(read_frame(p)), b"b")
+        self.assertEqual(p.exact_reads, 2)
+
+    def test_queued_read_keeps_its_bytes(self) -> None:
+        """A frame buffered while another read waits is not taken ahead of
+        it: the waiting read gets the bytes first."""
+        h = ProtocolHarness(idle())
+        first = h.protocol.read_exactly(6)
+        frame = read_frame(h.protocol)
+        h.feed(b"abc")
+        h.feed(b"def" + _frame(b"hello"))
+        self.assertEqual(self.successResultOf(first), b"abcdef")
+        self.assertEqual(self.successResultOf(frame), b"hello")
+
+    def test_mixed_with_other_reads(self) -> None:
+        """Lines, counted reads and frames of each width, buffered in one
+        chunk, are read in the order issued."""
+        h = ProtocolHarness(idle())
+        p = h.protocol
+        h.feed(
+            b"line\r\n"
+            + _frame(b"one", 8)
+            + b"xy"
+            + _frame(b"two", 16)
+            + _frame(b"three")
+            + b"end\r\n"
+        )
+        self.assertEqual(self.successResultOf(p.read_line()), b"line")
+        self.assertEqual(self.successResultOf(read_frame(p, prefix_bits=8)), b"one")
+        self.assertEqual(self.successResultOf(p.read_exactly(2)), b"xy")
+        self.assertEqual(self.successResultOf(read_frame(p, prefix_bits=16)), b"two")
+        self.assertEqual(self.successResultOf(read_frame(p)), b"three")
+        self.assertEqual(self.successResultOf(p.read_line()), b"end")
+
+    def test_buffered_frame_over_limit(self) -> None:
+        """A frame over max_length, buffered whole, fails as one still
+        arriving does: the same error and text, the prefix consumed and the
+        body left buffered."""
+        for bits in (8, 16, 32):
+            h = ProtocolHarness(idle())
+            h.feed(_frame(b"x" * 11, bits) + b"after")
+            d = read_frame(h.protocol, prefix_bits=bits, max_length=10)
+            error = self.failureResultOf(d, FrameTooLongError).value
+            self.assertEqual(
+                (error.limit, error.length, error.limit_name), (10, 11, "max_length")
+            )
+            self.assertEqual(str(error), "frame of 11 bytes exceeds max_length=10")
+            self.assertEqual(h.protocol.peek(100), b"x" * 11 + b"after")
+
+    def test_buffered_frame_over_max_frame_size(self) -> None:
+        """A buffered frame within max_length but over max_frame_size fails
+        naming max_frame_size."""
+        p = idle()
+        p.max_frame_size = 5
+        h = ProtocolHarness(p)
+        h.feed(_frame(b"x" * 6))
+        d = read_frame(p, max_length=100)
+        error = self.failureResultOf(d, FrameTooLongError).value
+        self.assertEqual(
+            (error.limit, error.length, error.limit_name), (5, 6, "max_frame_size")
+        )
+
+    def test_negative_max_length(self) -> None:
+        """A negative max_length refuses even an empty frame."""
+        h = ProtocolHarness(idle())
+        h.feed(_frame(b""))
+        d = read_frame(h.protocol, max_length=-1)
+        error = self.failureResultOf(d, FrameTooLongError).value
+        self.assertEqual((error.limit, error.length), (-1, 0))
+
+    def test_buffered_frame_with_timeout(self) -> None:
+        """A buffered frame read with a timeout fires at once and leaves no
+        timer."""
+        h = ProtocolHarness(idle())
+        h.feed(_frame(b"ok"))
+        d = read_frame(h.protocol, timeout=5)
+        self.assertEqual(self.successResultOf(d), b"ok")
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_cancel_buffered_frame(self) -> None:
+        """Cancelling a frame read that has fired changes nothing: the frame
+        was taken, the next one is next."""
+        h = ProtocolHarness(idle())
+        h.feed(_frame(b"one") + _frame(b"two"))
+        d = read_frame(h.protocol)
+        d.cancel()
+        self.assertEqual(self.successResultOf(d), b"one")
+        self.assertEqual(self.successResultOf(read_frame(h.protocol)), b"two")
+
+    @_settings
+    @given(
+        case=_steps_and_stream(),
+        cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=10),
+    )
+    def test_same_as_counted_reads(
+        self, case: tuple[int, list[_Step], bytes, int], cuts: list[int]
+    ) -> None:
+        """Any reads of frames (some over their limits), lines and counts,
+        over any chunking, give what they give without the fast path:
+        the same bytes, the same errors, the same bytes left buffered."""
+        bits, steps, stream, max_frame_size = case
+        chunks = _cut(stream, cuts)
+        self.assertEqual(
+            _run_steps(Scripted, bits, steps, chunks, max_frame_size),
+            _run_steps(_NoScan, bits, steps, chunks, max_frame_size),
+        )
 
 
 class WriteFrameTests(SynchronousTestCase):
