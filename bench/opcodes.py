@@ -1,0 +1,151 @@
+"""
+Python bytecodes the server executes per echo round trip over a real loopback
+TCP connection, reactor and transport included: C{StateProtocol} against
+C{LineReceiver}.
+
+C{bench/instructions.py} counts machine instructions on a
+C{StringTransport}, which leaves out what differs most between the two on a
+real socket: C{LineReceiver} writes through C{transport.write()} and the
+reply leaves on the reactor's next turn (a writer registration, a second
+poll, an unregistration), while C{StateProtocol} collects its replies and
+sends them at the end of C{dataReceived}. This script runs both in one
+process on the default reactor, with a blocking client socket sending one
+chunk of N lines and reading the whole echo back per round trip, and counts
+the bytecodes executed (C{sys.settrace} with opcode events) from the send to
+the last byte of the echo, per Python function. Counts do not depend on the
+machine's load, so they compare changes made on a shared machine; the
+wall-clock figures are C{bench/run.py}'s.
+
+Usage (from the repository root)::
+
+    PYTHONPATH=. .venv/bin/python bench/opcodes.py [--lines N] [--rounds R] [--top K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import socket
+import sys
+from collections.abc import Generator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from twisted.internet import protocol
+from twisted.protocols.basic import LineReceiver
+
+try:
+    from txstateproto import StateProtocol
+except ImportError:  # Run from a checkout without PYTHONPATH=.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from txstateproto import StateProtocol
+
+
+class StateEcho(StateProtocol):
+    """
+    The C{StateProtocol} echo of C{bench/servers/stateproto_echo.py}.
+    """
+
+    def start(self) -> Generator[Any, Any, None]:
+        while True:
+            line = yield self.read_line()
+            self.write_line(line)
+
+
+class LineEcho(LineReceiver):
+    """
+    The C{LineReceiver} echo of C{bench/servers/linereceiver_echo.py}.
+    """
+
+    def lineReceived(self, line: bytes) -> None:
+        self.sendLine(line)
+
+
+PEERS: dict[str, type[protocol.Protocol]] = {
+    "StateProtocol": StateEcho,
+    "LineReceiver": LineEcho,
+}
+
+
+def count(
+    peer: type[protocol.Protocol], lines: int, rounds: int
+) -> tuple[float, collections.Counter[str]]:
+    """
+    Serve C{peer} on a loopback port and count the bytecodes of C{rounds}
+    round trips of C{lines} 16-byte lines each.
+
+    @return: Bytecodes per round trip, and the counts per function (totals
+        over the rounds).
+    """
+    from twisted.internet import reactor
+
+    port = reactor.listenTCP(  # type: ignore[attr-defined]
+        0, protocol.Factory.forProtocol(peer), interface="127.0.0.1"
+    )
+    client = socket.create_connection(("127.0.0.1", port.getHost().port))
+    client.setblocking(False)
+    chunk = b"0123456789abcdef\r\n" * lines
+
+    def round_trip() -> None:
+        client.sendall(chunk)
+        got = 0
+        while got < len(chunk):
+            reactor.iterate(0)  # type: ignore[attr-defined]
+            with contextlib.suppress(BlockingIOError):
+                got += len(client.recv(1 << 20))
+
+    for _ in range(20):
+        # The connection's first exchanges are not the steady state.
+        round_trip()
+    counts: collections.Counter[str] = collections.Counter()
+
+    def trace(frame: FrameType, event: str, arg: object) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            code = frame.f_code
+            counts[f"{code.co_qualname} ({Path(code.co_filename).name})"] += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        for _ in range(rounds):
+            round_trip()
+    finally:
+        sys.settrace(None)
+    client.close()
+    port.stopListening()
+    # The driver's own loop is not the server's work.
+    for name in list(counts):
+        if name.startswith("count.<locals>.round_trip"):
+            del counts[name]
+    return sum(counts.values()) / rounds, counts
+
+
+def main() -> None:
+    """
+    Print bytecodes per round trip for each peer, and the top functions.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=32, help="lines per chunk")
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--top", type=int, default=8, help="functions listed")
+    args = parser.parse_args()
+    results = {
+        name: count(peer, args.lines, args.rounds) for name, peer in PEERS.items()
+    }
+    base = results["LineReceiver"][0]
+    print(f"{args.lines} lines of 16 B per chunk, {args.rounds} round trips")
+    for name, (per_round, counts) in results.items():
+        print(
+            f"{name}: {per_round:,.0f} bytecodes per round trip, "
+            f"{per_round / args.lines:,.1f} per line, {per_round / base:.2f}x "
+            f"LineReceiver"
+        )
+        for function, n in counts.most_common(args.top):
+            print(f"    {n / args.rounds:8,.1f}  {function}")
+
+
+if __name__ == "__main__":
+    main()
