@@ -57,6 +57,7 @@ from txstateproto.protocols.resp import (
     encode_reply,
     read_command,
     read_commands,
+    read_commands_after,
     take_commands,
 )
 
@@ -159,12 +160,23 @@ class KVStoreProtocol(StateProtocol):
                 batch = take_commands(self, max_bulk, limit - len(out))
             drained = False
             if not batch:
-                # Nothing buffered, incomplete, odd or bad input, or too
-                # many replies waiting: read_commands waits for the next
-                # command with one read (then scans its chunk) and has
-                # read_command's exact rules and errors.
-                pending = read_commands(self, max_bulk, limit)
-                if pending.called and type(pending.result) is list and len(out) < limit:
+                if len(out) >= limit or not self.peek(1):
+                    # Nothing buffered, or too many replies waiting: write
+                    # them, and wait for the next command's first byte
+                    # with a bare read, which the engine resumes directly
+                    # (no callback chain) when it comes; then take the
+                    # rest of its chunk.
+                    if out:
+                        yield from self._flush()
+                    first = yield self.read_exactly(1)
+                    pending = read_commands_after(self, first, max_bulk, limit)
+                    # Commands that arrive together run at one instant.
+                    now = -1
+                else:
+                    # Buffered, but incomplete, odd or bad: read_commands
+                    # has read_command's exact rules and errors.
+                    pending = read_commands(self, max_bulk, limit)
+                if pending.called and type(pending.result) is list:
                     # Buffered: take it without a trip through the engine.
                     batch = pending.result
                 else:
@@ -175,7 +187,6 @@ class KVStoreProtocol(StateProtocol):
                     except RESPProtocolError as e:
                         self._refuse(e)
                         return
-                    # Commands that arrive together run at one instant.
                     now = -1
                 # Fewer than asked for: read_commands took every command
                 # take_commands would take, so the next loop need not try.
@@ -323,14 +334,14 @@ class KVStoreProtocol(StateProtocol):
             run(command, store, self.session, args, now) for command, args in queued
         ]
 
-    def _flush(self, pending: Deferred[list[bytes]]) -> Generator[Any, Any, None]:
+    def _flush(self, pending: Deferred[Any] | None = None) -> Generator[Any, Any, None]:
         """
         Write the waiting replies in one write, then wait until the
         transport takes more.
 
-        @param pending: The command read already issued; if the wait is
-            cancelled (the connection is gone), it is cancelled too and its
-            outcome discarded, so no failure is left unhandled.
+        @param pending: The command read already issued, if any; if the
+            wait is cancelled (the connection is gone), it is cancelled too
+            and its outcome discarded, so no failure is left unhandled.
         """
         out = self._out
         self.write(b"".join(out))
@@ -342,8 +353,9 @@ class KVStoreProtocol(StateProtocol):
         try:
             yield drained
         except BaseException:
-            pending.addErrback(_discard)
-            pending.cancel()
+            if pending is not None:
+                pending.addErrback(_discard)
+                pending.cancel()
             raise
 
     def _refuse(self, error: RESPProtocolError) -> None:

@@ -41,6 +41,7 @@ from txstateproto.protocols import (
     take_commands,
     write_reply,
 )
+from txstateproto.protocols.resp import read_commands_after
 from txstateproto.testing import ProtocolHarness
 
 _settings = settings(deadline=None, max_examples=150)
@@ -1482,15 +1483,52 @@ class _CommandsReader(_BatchReader):
             self.commands.extend(batch)
 
 
+class _AfterReader(_BatchReader):
+    """
+    A L{_BatchReader} that reads as the kvstore example does: commands
+    wholly buffered with L{take_commands}; other buffered input with
+    L{read_commands}; and when nothing is buffered, a bare
+    C{read_exactly(1)} followed by L{read_commands_after}.
+    """
+
+    def start(self) -> Body:
+        """
+        Read commands in batches until one is refused.
+        """
+        if self.gate is not None:
+            yield self.gate
+        while True:
+            batch = take_commands(self, limit=self.limit, **self.options)
+            if not batch:
+                if self.peek(1):
+                    pending = read_commands(self, limit=self.limit, **self.options)
+                else:
+                    first = yield self.read_exactly(1)
+                    pending = read_commands_after(
+                        self, first, limit=self.limit, **self.options
+                    )
+                try:
+                    batch = yield pending
+                except RESPProtocolError as e:
+                    self.error = e
+                    self.write(e.reply)
+                    return
+            self.batches.append(batch)
+            self.commands.extend(batch)
+
+
 def _batch_reader(limit: int, kind: str = "take") -> type[_BatchReader]:
     """
     A reader class taking at most C{limit} commands per call: with
     L{take_commands} and L{read_command} (C{"take"}), L{take_commands} and
-    L{read_commands} (C{"take+read"}), or L{read_commands} alone
-    (C{"read"}).
+    L{read_commands} (C{"take+read"}), L{read_commands} alone (C{"read"}),
+    or L{take_commands}, L{read_commands} and L{read_commands_after}
+    (C{"after"}).
     """
     if kind == "take":
         return type("_LimitedBatchReader", (_BatchReader,), {"limit": limit})
+    if kind == "after":
+        return type("_LimitedAfterReader", (_AfterReader,), {"limit": limit})
     return type(
         "_LimitedCommandsReader",
         (_CommandsReader,),
@@ -1641,7 +1679,7 @@ class TakeCommandsTests(SynchronousTestCase):
         max_bulk_length=st.sampled_from([512 * 1024 * 1024, 0, 3, 40]),
         limit=st.sampled_from([1, 2, 1024]),
         late=st.booleans(),
-        kind=st.sampled_from(["take", "take+read", "read"]),
+        kind=st.sampled_from(["take", "take+read", "read", "after"]),
     )
     def test_same_as_exact_parser(
         self,
@@ -1673,6 +1711,100 @@ class TakeCommandsTests(SynchronousTestCase):
                 late,
             )
         )
+
+
+class ReadCommandsAfterTests(SynchronousTestCase):
+    """
+    L{read_commands_after} reads the rest of a command whose first byte the
+    caller read, with every command wholly buffered after it.
+    """
+
+    def _first(self, data: bytes) -> tuple[ProtocolHarness, bytes]:
+        """
+        Feed C{data} and read its first byte as a handler would.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(data)
+        return h, self.successResultOf(h.protocol.read_exactly(1))
+
+    def test_inline_chunk(self) -> None:
+        """
+        After an inline line's first byte, that line and the commands
+        buffered after it are taken at once, the line whole.
+        """
+        h, first = self._first(b"PING\r\nPING a\r\n" + _multibulk(b"GET", b"k"))
+        self.assertEqual(first, b"P")
+        self.assertEqual(
+            self.successResultOf(read_commands_after(h.protocol, first)),
+            [[b"PING"], [b"PING", b"a"], [b"GET", b"k"]],
+        )
+        self.assertEqual(h.protocol.peek(1), b"")
+
+    def test_multibulk_chunk(self) -> None:
+        """
+        After a multibulk command's C{*}, it and the commands after it are
+        taken at once; C{limit} bounds how many.
+        """
+        h, first = self._first(_multibulk(b"SET", b"k", b"v") * 3)
+        self.assertEqual(
+            self.successResultOf(read_commands_after(h.protocol, first, limit=2)),
+            [[b"SET", b"k", b"v"]] * 2,
+        )
+        self.assertEqual(
+            self.successResultOf(read_commands(h.protocol)), [[b"SET", b"k", b"v"]]
+        )
+
+    def test_quoted_line(self) -> None:
+        """
+        A line the scans leave (quotes) is split by the exact parser, from
+        the byte already read.
+        """
+        h, first = self._first(b'SET k "a b"\r\nPING\r\n')
+        self.assertEqual(
+            self.successResultOf(read_commands_after(h.protocol, first)),
+            [[b"SET", b"k", b"a b"], [b"PING"]],
+        )
+
+    def test_empty_line_skipped(self) -> None:
+        """
+        An empty line's LF as the first byte: skipped, as Redis skips it,
+        and the next command is read.
+        """
+        h, first = self._first(b"\nPING\r\n")
+        self.assertEqual(
+            self.successResultOf(read_commands_after(h.protocol, first)), [[b"PING"]]
+        )
+
+    def test_rest_waited_for(self) -> None:
+        """
+        When the rest of the command has not arrived, the Deferred waits
+        for it.
+        """
+        h, first = self._first(b"*")
+        d = read_commands_after(h.protocol, first)
+        self.assertNoResult(d)
+        h.feed(b"2\r\n$3\r\nGET\r\n$1\r\nk\r\n" + _multibulk(b"PING"))
+        self.assertEqual(self.successResultOf(d), [[b"GET", b"k"], [b"PING"]])
+
+    def test_bad_input(self) -> None:
+        """
+        Input Redis rejects fails it with Redis's words.
+        """
+        h, first = self._first(b"*1\r\n%4\r\n")
+        failure = self.failureResultOf(
+            read_commands_after(h.protocol, first), RESPProtocolError
+        )
+        self.assertEqual(failure.value.message, "Protocol error: expected '$', got '%'")
+
+    def test_arguments_checked(self) -> None:
+        """
+        A limit under 1, or a C{first} that is not one byte, is refused.
+        """
+        h = ProtocolHarness(idle())
+        with self.assertRaisesRegex(ValueError, "limit >= 1, not 0"):
+            read_commands_after(h.protocol, b"*", limit=0)
+        with self.assertRaisesRegex(ValueError, "one byte, not b'PI'"):
+            read_commands_after(h.protocol, b"PI")
 
 
 class ReadCommandsTests(SynchronousTestCase):

@@ -120,6 +120,9 @@ __all__ = [
     "encode_reply",
     "read_command",
     "read_commands",
+    # read_commands_after is public too, but not listed yet: the package's
+    # re-exports (txstateproto/protocols/__init__.py and its test) must
+    # list it in the same change, and that file is not this module's.
     "take_commands",
     "write_reply",
 ]
@@ -321,11 +324,11 @@ def take_commands(
     """
     if limit < 1:
         raise ValueError(f"take_commands() needs a limit >= 1, not {limit}")
-    return _take_batch(proto, max_bulk_length, limit, False) or []
+    return _take_batch(proto, max_bulk_length, limit, b"") or []
 
 
 def _take_batch(
-    proto: StateProtocol, max_bulk_length: int, limit: int, bare: bool
+    proto: StateProtocol, max_bulk_length: int, limit: int, first: bytes
 ) -> list[list[bytes]] | None:
     """
     Take up to C{limit} wholly buffered commands with L{_scan_batch}.
@@ -333,7 +336,8 @@ def _take_batch(
     @param proto: The protocol to take them from.
     @param max_bulk_length: The longest argument accepted.
     @param limit: The most commands to take, at least 1.
-    @param bare: Whether the first command's C{*} was already consumed.
+    @param first: The first command's first byte if it was already
+        consumed, else C{b""}.
     @return: The commands, or C{None} if none was taken.
     """
     arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
@@ -346,7 +350,7 @@ def _take_batch(
     def scan(
         data: bytes | bytearray, start: int, stop: int
     ) -> tuple[list[list[bytes]], int] | None:
-        return _scan_batch(data, start, stop, lengths, limit, bare)
+        return _scan_batch(data, start, stop, lengths, limit, first)
 
     return proto.take_scanned(scan, _SCAN_LIMIT)
 
@@ -407,6 +411,66 @@ def read_commands(
     )
 
 
+def read_commands_after(
+    proto: StateProtocol,
+    first: bytes,
+    max_bulk_length: int = _DEFAULT_MAX_BULK,
+    limit: int = 1024,
+) -> Deferred[list[list[bytes]]]:
+    """
+    Read the rest of the command whose first byte the caller has read, and
+    take with it every command wholly buffered after it: L{read_commands}
+    for a handler that waits for that byte itself.
+
+    L{read_commands} waits with a read that carries a callback, which the
+    coroutine engine must chain onto. A handler that yields the bare
+    C{read_exactly(1)} is resumed directly, without a callback chain, when
+    the byte arrives, and then scans the chunk with this::
+
+        while True:
+            commands = take_commands(self)
+            if not commands:
+                if self.peek(1):
+                    # Buffered, but not taken: the exact parser reads it.
+                    pending = read_commands(self)
+                else:
+                    first = yield self.read_exactly(1)
+                    pending = read_commands_after(self, first)
+                try:
+                    commands = yield pending
+                except RESPProtocolError as e:
+                    self.write(e.reply)
+                    return
+            for command in commands:
+                ...
+
+    @param proto: The protocol to read from.
+    @param first: The command's first byte, just read from C{proto}.
+    @param max_bulk_length: The longest argument accepted, in bytes, as for
+        L{read_command}.
+    @param limit: The most commands in one result, at least 1.
+    @return: As L{read_commands}: a Deferred firing with the commands, a
+        non-empty list; fired when returned if the command's rest is
+        buffered.
+    @raise ValueError: If C{limit} is less than 1, or C{first} is not one
+        byte.
+    @raise RESPProtocolError: (as the Deferred's failure) As for
+        L{read_commands}.
+    @raise EndOfStreamError: (as the failure) As for L{read_command}.
+    """
+    if limit < 1:
+        raise ValueError(f"read_commands_after() needs a limit >= 1, not {limit}")
+    if len(first) != 1:
+        raise ValueError(f"read_commands_after() needs one byte, not {first!r}")
+    try:
+        commands = _after_first_byte(first, proto, max_bulk_length, limit)
+    except Exception:
+        return fail()
+    if isinstance(commands, Deferred):
+        return commands
+    return succeed(commands)
+
+
 def _then_buffered(
     command: Deferred[list[bytes]],
     proto: StateProtocol,
@@ -443,17 +507,17 @@ def _after_first_byte(
     """
     arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
     rest = (_SCANNERS.get(arg_max) or _scanner(arg_max))[1]
-    if first == b"*":
+    args = None
+    if first != b"\n":
         # This command and the ones after it in one scan, if all are plain
         # and short; else this one alone, if plain.
-        batch = _take_batch(proto, max_bulk_length, limit, True)
+        batch = _take_batch(proto, max_bulk_length, limit, first)
         if batch is not None:
             return batch
-        args = proto.take_scanned(rest, _SCAN_LIMIT)
-    elif first != b"\n":
-        args = proto.take_scanned(_inline_after(first), _INLINE_SCAN_LIMIT)
-    else:
-        args = None
+        if first == b"*":
+            args = proto.take_scanned(rest, _SCAN_LIMIT)
+        else:
+            args = proto.take_scanned(_inline_after(first), _INLINE_SCAN_LIMIT)
     if args is None:
         parser = _parse_command(proto, max_bulk_length, rest, first)
         try:
@@ -550,12 +614,12 @@ def _scan_batch(
     stop: int,
     lengths: dict[bytes, int],
     limit: int,
-    bare: bool = False,
+    first: bytes = b"",
 ) -> tuple[list[list[bytes]], int] | None:
     """
     Parse up to C{limit} whole commands from the start of
     C{data[start:stop]}, for L{take_commands} (and for L{read_commands},
-    once the first byte of a multibulk command has been read: C{bare}).
+    once the first byte of a command has been read: C{first}).
 
     The window is split at every CR LF in one call. A command of plain form
     is then a run of pieces each followed by CR LF: C{*<count>}, then per
@@ -571,8 +635,8 @@ def _scan_batch(
     @param stop: How far to look.
     @param lengths: The bulk headers accepted, with their lengths.
     @param limit: The most commands to take.
-    @param bare: Whether the first command's C{*} was already consumed, so
-        that the window starts with its count's digits.
+    @param first: The first command's first byte, already consumed (so
+        that the window starts with its second byte), or C{b""}.
     @return: The commands and the index after the last one, or C{None} if
         the first is not taken.
     """
@@ -591,12 +655,15 @@ def _scan_batch(
     append = commands.append
     counts = _COUNTS
     i = 0
-    if bare:
+    if first == b"*":
         # The first count without its "*"; the other commands as usual.
         count = _BARE_COUNTS.get(pieces[0])
         if count is None:
             return None
         pieces[0] = b"*" + pieces[0]
+    elif first:
+        # An inline line's first byte: judged with the rest of its line.
+        pieces[0] = first + pieces[0]
     while i < last:
         piece = pieces[i]
         count = counts.get(piece)
@@ -625,7 +692,7 @@ def _scan_batch(
             break
     if not commands:
         return None
-    return commands, start + sum(map(len, pieces[:i])) + 2 * i - bare
+    return commands, start + sum(map(len, pieces[:i])) + 2 * i - len(first)
 
 
 # The most bytes the fast path looks at per command: longer commands take
