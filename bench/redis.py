@@ -35,6 +35,13 @@ table gives each server's CPU time per request (from C{/proc/<pid>/stat},
 all threads), which other load on the machine moves much less than
 requests/s, and the peers' CPU per request over the kvstore's.
 
+With C{--floor}, it measures instead how much of the kvstore's time per
+unpipelined request is the reactor's: PING_INLINE, C{-P 1} and C{-P 16},
+against the kvstore and a bare Twisted C{Protocol} on the same reactor
+(C{epoll}) that answers each request with a fixed reply (no parse, no
+StateProtocol, no store), reporting each one's server CPU time per request
+and their difference, medians of C{--runs}.
+
 The client (redis-benchmark) and the server share the machine's cores; on
 a two-core machine that is one core each at best, with whatever else runs
 taking its share. The report says so, with the load average before and
@@ -195,9 +202,12 @@ def _wait_for_pong(port: int) -> None:
     raise RuntimeError(f"nothing answered PING on 127.0.0.1:{port}")
 
 
-def start_servers() -> dict[str, Server]:
+def start_servers(names: list[str] | None = None) -> dict[str, Server]:
     """
-    Start the four servers.
+    Start the servers.
+
+    @param names: Which of L{NAMES} to start; all by default.
+    @return: The servers, by name.
     """
     port = _free_port()
     announced = re.compile(rb"^PORT (\d+) ")
@@ -257,7 +267,7 @@ def start_servers() -> dict[str, Server]:
     }
     servers: dict[str, Server] = {}
     try:
-        for name in NAMES:
+        for name in names or NAMES:
             argv, find_port = starts[name]
             servers[name] = Server(name, argv, find_port)
     except BaseException:
@@ -265,6 +275,98 @@ def start_servers() -> dict[str, Server]:
             server.stop()
         raise
     return servers
+
+
+#: The floor server for --floor: a bare Twisted Protocol on the epoll
+#: reactor, one +PONG per request (an inline line counted by its LF, a
+#: multibulk command by its "*", which redis-benchmark's PING, SET and GET
+#: never hold elsewhere), however the requests are cut into reads; each
+#: CONFIG GET is sent alone at start and gets a name and an empty value.
+FLOOR_SERVER = """
+from twisted.internet import epollreactor
+epollreactor.install()
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+
+
+class Floor(Protocol):
+    def dataReceived(self, data):
+        if b"CONFIG" in data:
+            # redis-benchmark's CONFIG GETs at start (sent together) want
+            # a name and a value each.
+            self.transport.write(
+                b"*2\\r\\n$1\\r\\nx\\r\\n$0\\r\\n\\r\\n" * data.count(b"*")
+            )
+        elif b"*" in data:
+            self.transport.write(b"+PONG\\r\\n" * data.count(b"*"))
+        else:
+            self.transport.write(b"+PONG\\r\\n" * data.count(b"\\n"))
+
+
+port = reactor.listenTCP(0, Factory.forProtocol(Floor), interface="127.0.0.1")
+print("PORT", port.getHost().port, "LOOP epoll", flush=True)
+reactor.run()
+"""
+
+
+def floor(runs: int, seconds: float, progress: IO[str]) -> str:
+    """
+    Measure the kvstore beside the floor server (L{FLOOR_SERVER}) on
+    PING_INLINE, C{-P 1} and C{-P 16}.
+
+    @param runs: How many times to measure each.
+    @param seconds: About how long one measurement lasts.
+    @param progress: Where to write each measurement as it is made.
+    @return: The Markdown report.
+    """
+    servers = start_servers(["kvstore"])
+    announced = re.compile(rb"^PORT (\d+) ")
+    try:
+        servers["twisted-floor"] = Server(
+            "twisted-floor",
+            [sys.executable, "-c", FLOOR_SERVER],
+            lambda stream: int(_read_until(stream, announced).group(1)),
+        )
+        cpu: dict[tuple[str, int], list[float]] = {}
+        rates: dict[tuple[str, int], list[float]] = {}
+        for run in range(runs):
+            for name, server in servers.items():
+                for pipeline in PIPELINES:
+                    count = int((20_000 if pipeline == 1 else 200_000) * seconds)
+                    before = server.cpu_seconds()
+                    rate = benchmark(server.port, pipeline, count, "ping_inline")
+                    used = (server.cpu_seconds() - before) / count * 1e6
+                    cpu.setdefault((name, pipeline), []).append(used)
+                    rates.setdefault((name, pipeline), []).append(rate)
+                    progress.write(
+                        f"run {run + 1}/{runs}: {name} -P {pipeline} PING_INLINE: "
+                        f"{rate:,.0f} req/s, {used:.1f} us CPU/req\n"
+                    )
+    finally:
+        for server in servers.values():
+            server.stop()
+    lines = [
+        "# PING_INLINE: the kvstore against a bare Twisted Protocol",
+        "",
+        f"Server CPU time per request in microseconds (user + system, from "
+        f"`/proc`), and requests/s; medians of {runs} runs (min-max). The "
+        f"floor is a bare Twisted `Protocol` on the same epoll reactor "
+        f"writing a fixed reply per request; the difference is what the "
+        f"kvstore adds. redis-benchmark shares the {os.cpu_count()} CPU(s).",
+        "",
+        "| -P | floor CPU/req | kvstore CPU/req | kvstore - floor "
+        "| floor req/s | kvstore req/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pipeline in PIPELINES:
+        ours, base = cpu[("kvstore", pipeline)], cpu[("twisted-floor", pipeline)]
+        lines.append(
+            f"| {pipeline} | {summary(base)} | {summary(ours)} "
+            f"| {summary([a - b for a, b in zip(ours, base, strict=True)])} "
+            f"| {summary(rates[('twisted-floor', pipeline)])} "
+            f"| {summary(rates[('kvstore', pipeline)])} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def benchmark(port: int, pipeline: int, requests: int, test: str) -> float:
@@ -562,6 +664,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the Markdown report (default bench/results/redis.md, or "
         "bench/results/quick/redis.md with --quick)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="PING_INLINE only: the kvstore's CPU per request beside a bare "
+        "Twisted Protocol's",
+    )
     options = parser.parse_args(argv)
     runs = options.runs or (1 if options.quick else 5)
     seconds = options.seconds or (0.5 if options.quick else 2.0)
@@ -575,6 +683,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if options.floor:
+        text = floor(runs, seconds, sys.stderr)
+        text += f"\nCommand: `python bench/redis.py {' '.join(sys.argv[1:])}`\n"
+        sys.stdout.write(text)
+        (RESULTS / "redis-floor.md").write_text(text)
+        return 0
     meta: dict[str, Any] = {
         "runs": runs,
         "seconds": seconds,
