@@ -1425,20 +1425,34 @@ class SplitAheadTests(_ModelCheck):
             buf.take_until(b"\r\n", 3)
         self.assertEqual(buf.take_until(b"\r\n", 100), b"longer line")
 
-    def test_over_long_line_is_not_split_ahead(self) -> None:
+    def test_over_long_split_line_raises_when_reached(self) -> None:
         """
-        Lines are not split ahead if one of them exceeds the limit, so the
-        error comes from the search when that line is reached.
+        A split line over the limit is not taken from the list: when it is
+        reached, the list is dropped and the search raises for it.
         """
         buf = ReceiveBuffer()
         buf.append(b"a\r\nb\r\nc\r\n" + b"x" * 20 + b"\r\nd\r\n")
         self.assertEqual(buf.take_until(b"\r\n", 10), b"a")
         self.assertEqual(buf.take_until(b"\r\n", 10), b"b")
-        self.assertIsNone(buf._lines)
+        self.assertTrue(buf._lines)
         self.assertEqual(buf.take_until(b"\r\n", 10), b"c")
         with self.assertRaises(LineTooLongError) as raised:
             buf.take_until(b"\r\n", 10)
         self.assertEqual(raised.exception.limit, 10)
+        self.assertIsNone(buf._lines)
+        self.assertEqual(buf.take_until(b"\r\n", 100), b"x" * 20)
+
+    def test_find_with_another_delimiter_drops_the_split_lines(self) -> None:
+        """
+        Lines split at one delimiter are not given to a take for another
+        that a C{find} for it made current.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"a\r\nb\r\nc\r\nd\r\n")
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"a")
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"b")
+        self.assertEqual(buf.find(b"\n", 10), 2)
+        self.assertEqual(buf.take_until(b"\n", 10), b"c\r")
 
     def test_window_bounds_the_split(self) -> None:
         """
@@ -1467,7 +1481,10 @@ class SplitAheadTests(_ModelCheck):
         while buf.take_until(b"\r\n", 10) is not None:
             pass
         self.assertEqual(buf._data, b"")
-        self.assertIsNone(buf._lines)
+        self.assertTrue(buf._lines is None or buf._lines is _buffer._LINE_TAKEN)
+        buf.append(b"partial")
+        self.assertIsNone(buf.take_until(b"\r\n", 10))
+        self.assertFalse(buf._lines)
 
     @_settings
     @given(operations=_PIPELINED_OPERATIONS)

@@ -93,7 +93,7 @@ pile up either.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar, final
+from typing import Final, TypeVar, final
 
 from ._errors import LineTooLongError
 
@@ -119,6 +119,11 @@ _LARGE_COPY = 16384
 _SPLIT_WINDOW = 2048
 _SPLIT_LINE_MAX = 256
 
+# ReceiveBuffer._lines after a line take with nothing split ahead: empty, so
+# never popped from (takes use the list only when it is not empty) and
+# shared by every buffer.
+_LINE_TAKEN: Final[list[bytes]] = []
+
 
 @final
 class ReceiveBuffer:
@@ -133,23 +138,13 @@ class ReceiveBuffer:
     nothing of cancellation: a read that is cancelled simply does not take.
     """
 
-    __slots__ = (
-        "_data",
-        "_delimiter",
-        "_lines",
-        "_longest",
-        "_searched",
-        "_start",
-        "_streak",
-    )
+    __slots__ = ("_data", "_delimiter", "_lines", "_searched", "_start")
 
     _data: bytes | bytearray
     _start: int
     _searched: int
     _delimiter: bytes
     _lines: list[bytes] | None
-    _longest: int
-    _streak: int
 
     def __init__(self) -> None:
         """
@@ -167,13 +162,12 @@ class ReceiveBuffer:
         self._delimiter = b"\r\n"
         # The next lines, split ahead in one C call (last line first), while
         # a peer pipelines short lines: see _split_ahead. Each is still in
-        # _data after _start; a take of any other kind drops the list.
+        # _data after _start; a take of any other kind drops the list (sets
+        # None). Empty (_LINE_TAKEN, or a list taken to the end): the last
+        # take was a line, so the next line take may split ahead; only a
+        # second line in a row does, so that a framing which alternates a
+        # header line with a counted body never pays for it.
         self._lines = None
-        self._longest = 0
-        # Lines taken in a row by take_until with no other take between:
-        # splitting ahead starts at the second, so that a framing which
-        # alternates a header line with a counted body never pays for it.
-        self._streak = 0
 
     def __len__(self) -> int:
         """
@@ -290,6 +284,8 @@ class ReceiveBuffer:
             # raises or finds nothing must not leave it standing for this one.
             self._delimiter = delimiter
             self._searched = pos = start
+            # Lines split ahead were split at the old delimiter.
+            self._lines = None
         size = len(delimiter)
         end = start + limit + size
         found = data.find(delimiter, pos, end)
@@ -338,11 +334,15 @@ class ReceiveBuffer:
         """
         lines = self._lines
         if lines:
-            if delimiter == self._delimiter and max_length >= self._longest:
+            if delimiter == self._delimiter:
                 # Split ahead: the line and its delimiter are the next bytes.
                 line = lines.pop()
-                self._start += len(line) + len(delimiter)
-                return line
+                length = len(line)
+                if length <= max_length:
+                    self._start += length + len(delimiter)
+                    return line
+            # Another delimiter, or a line over this take's limit (the
+            # search below raises for it): the list is of no use.
             self._lines = None
         # The search of find(), inlined: this is every line read's path.
         data = self._data
@@ -379,15 +379,19 @@ class ReceiveBuffer:
                 self._data = b""
                 self._start = 0
                 self._searched = 0
-                self._streak += 1
+                self._lines = _LINE_TAKEN
                 return line
             self._start = after
-            streak = self._streak
-            if streak and length <= _SPLIT_LINE_MAX and left >= (length + size) << 1:
+            if (
+                self._lines is not None
+                and length <= _SPLIT_LINE_MAX
+                and left >= (length + size) << 1
+            ):
                 # A second short line in a row and at least two more of
                 # its size buffered: a pipelining peer.
-                self._split_ahead(data, after, delimiter, max_length)
-            self._streak = streak + 1
+                self._split_ahead(data, after, delimiter)
+            else:
+                self._lines = _LINE_TAKEN
             return line
         # A negative max_length can never match, so it is checked only here.
         if max_length < 0:
@@ -409,10 +413,13 @@ class ReceiveBuffer:
         stop = length if end > length else end
         stop -= size - 1
         self._searched = stop if stop > pos else pos
+        # Drops a list taken to the end (the reader is about to wait) and
+        # still counts as a line take for splitting ahead.
+        self._lines = _LINE_TAKEN
         return None
 
     def _split_ahead(
-        self, data: bytes | bytearray, start: int, delimiter: bytes, max_length: int
+        self, data: bytes | bytearray, start: int, delimiter: bytes
     ) -> None:
         """
         Split the complete lines among the next C{_SPLIT_WINDOW} bytes from
@@ -423,10 +430,10 @@ class ReceiveBuffer:
         occurrence from each start, without overlap); the last piece, a
         partial line or one whose delimiter the window cuts, is left in
         C{_data} for the ordinary search. Nothing is kept if fewer than two
-        lines are complete, or if any is longer than C{max_length} (the
-        ordinary search raises for it when it is reached). The list costs at
-        most the window's bytes again plus a pointer and a bytes header per
-        line, and is dropped by any take of another kind.
+        lines are complete. Each take from the list checks its own limit: a
+        line over it drops the list, and the ordinary search raises for it.
+        The list costs at most the window's bytes again plus a pointer and a
+        bytes header per line, and is dropped by any take of another kind.
         """
         window = data[start : start + _SPLIT_WINDOW]
         if type(window) is not bytes:
@@ -434,13 +441,10 @@ class ReceiveBuffer:
         lines = window.split(delimiter)
         del lines[-1]
         if len(lines) < 2:
-            return
-        longest = max(map(len, lines))
-        if longest > max_length:
+            self._lines = _LINE_TAKEN
             return
         lines.reverse()
         self._lines = lines
-        self._longest = longest
 
     def take_exactly(self, n: int) -> bytes | None:
         """
@@ -461,7 +465,6 @@ class ReceiveBuffer:
             return None
         self._start = end
         self._lines = None
-        self._streak = 0
         if type(data) is bytes:
             return data[start:end]
         if n < _LARGE_COPY:
@@ -489,7 +492,6 @@ class ReceiveBuffer:
             end = start + max_bytes
         self._start = end
         self._lines = None
-        self._streak = 0
         if type(data) is bytes:
             if start == 0 and end == len(data):
                 # The whole chunk, as it was delivered: no copy at all.
@@ -587,7 +589,6 @@ class ReceiveBuffer:
             )
         self._start = end
         self._lines = None
-        self._streak = 0
         return value
 
     def clear(self) -> None:
@@ -598,7 +599,6 @@ class ReceiveBuffer:
         self._start = 0
         self._searched = 0
         self._lines = None
-        self._streak = 0
 
     def _copy_large(self, start: int, end: int) -> bytes:
         """

@@ -610,7 +610,6 @@ class StateProtocol(Protocol):
         if (
             lines
             and not self._reads
-            and buffer._longest <= self.max_line_length
             and buffer._delimiter == self.delimiter
             and not Deferred.debug
         ):
@@ -620,13 +619,17 @@ class StateProtocol(Protocol):
             # not checked here: the search that splits the next window
             # checks it, so it lifts at most one window's bytes late.
             line = lines.pop()
-            buffer._start += len(line) + len(buffer._delimiter)
-            d: Deferred[bytes] = _new_deferred(Deferred)
-            d._callbacks = []
-            d._canceller = None
-            d.result = line
-            d.called = True
-            return d
+            length = len(line)
+            if length <= self.max_line_length:
+                buffer._start += length + len(buffer._delimiter)
+                d: Deferred[bytes] = _new_deferred(Deferred)
+                d._callbacks = []
+                d._canceller = None
+                d.result = line
+                d.called = True
+                return d
+            # Over the limit: drop the list; the search below raises.
+            buffer._lines = None
         if self._reads:
             return self._queue(
                 _UNTIL,
