@@ -1770,3 +1770,159 @@ class DirectWaitTests(SynchronousTestCase):
         self.assertIs(child._waiter, parent)
         d.callback("v")
         self.assertEqual(self.successResultOf(parent), "v-inner-outer")
+
+
+class LazyCallbackListTests(SynchronousTestCase):
+    """
+    A L{DirectDeferred} (and so a L{Coroutine}) makes its callback list only
+    when something needs it, and Twisted's own Deferred code, which reads
+    and appends to C{_callbacks}, keeps working on it.
+    """
+
+    def test_no_list_while_waited_on_directly(self) -> None:
+        """
+        Neither a DirectDeferred nor the Coroutine waiting on it has a
+        callback list; adding a callback makes one, and it runs after the
+        Coroutine has taken the result.
+        """
+        d: DirectDeferred[str] = DirectDeferred()
+
+        @coroutine
+        def body() -> Generator[Any, Any, str]:
+            return (yield d) + "!"
+
+        c = body()
+        self.assertIsNone(d._chain)
+        self.assertIsNone(c._chain)
+        seen: list[object] = []
+        d.addCallback(seen.append)
+        self.assertEqual(len(d._callbacks), 1)
+        d.callback("v")
+        self.assertEqual(self.successResultOf(c), "v!")
+        self.assertEqual(seen, ["v"])
+
+    def test_returned_from_a_callback_of_another_deferred(self) -> None:
+        """
+        A DirectDeferred or a waiting Coroutine returned from a callback of
+        another Deferred chains it: Twisted appends its continuation to the
+        returned one's (lazily made) callback list, and the outer Deferred
+        fires with the inner result.
+        """
+        inner: DirectDeferred[str] = DirectDeferred()
+        gate: Deferred[str] = Deferred()
+
+        @coroutine
+        def waiting() -> Generator[Any, Any, str]:
+            return (yield gate) + "-coroutine"
+
+        c = waiting()
+        outer1: Deferred[str] = Deferred()
+        outer1.addCallback(lambda _: inner)
+        outer2: Deferred[str] = Deferred()
+        outer2.addCallback(lambda _: c)
+        outer1.callback("ignored")
+        outer2.callback("ignored")
+        self.assertNoResult(outer1)
+        self.assertNoResult(outer2)
+        inner.callback("direct")
+        gate.callback("v")
+        self.assertEqual(self.successResultOf(outer1), "direct")
+        self.assertEqual(self.successResultOf(outer2), "v-coroutine")
+
+    def test_callbacks_before_and_after_firing(self) -> None:
+        """
+        C{addCallbacks}, C{addBoth} and C{addErrback} run in order whether
+        added before or after the Deferred fired.
+        """
+        d: DirectDeferred[int] = DirectDeferred()
+        seen: list[object] = []
+        d.addCallbacks(lambda r: r + 1, lambda f: -1)
+        d.addBoth(lambda r: seen.append(("both", r)) or r)
+        d.callback(1)
+        d.addCallbacks(lambda r: r * 10, lambda f: -1)
+        d.addErrback(lambda f: -2)
+        self.assertEqual(seen, [("both", 2)])
+        self.assertEqual(self.successResultOf(d), 20)
+
+        e: DirectDeferred[int] = DirectDeferred()
+        e.errback(ValueError("boom"))
+        e.addCallbacks(lambda r: "callback", lambda f: f.trap(ValueError) and "errback")
+        self.assertEqual(self.successResultOf(e), "errback")
+
+    def test_chain_deferred_both_ways(self) -> None:
+        """
+        C{chainDeferred} works from and to a DirectDeferred.
+        """
+        source: DirectDeferred[str] = DirectDeferred()
+        plain: Deferred[str] = Deferred()
+        source.chainDeferred(plain)
+        source.callback("to plain")
+        self.assertEqual(self.successResultOf(plain), "to plain")
+
+        plain2: Deferred[str] = Deferred()
+        target: DirectDeferred[str] = DirectDeferred()
+        plain2.chainDeferred(target)
+        plain2.callback("from plain")
+        self.assertEqual(self.successResultOf(target), "from plain")
+
+    def test_coroutine_result_through_callbacks_added_before_it_ends(
+        self,
+    ) -> None:
+        """
+        Callbacks added to a waiting Coroutine (lazily making its list) get
+        its result when the body returns.
+        """
+        gate: DirectDeferred[str] = DirectDeferred()
+
+        @coroutine
+        def body() -> Generator[Any, Any, str]:
+            return (yield gate) + "!"
+
+        c = body()
+        seen: list[object] = []
+        c.addCallback(lambda r: seen.append(r) or r)
+        self.assertIsNotNone(c._chain)
+        gate.callback("v")
+        self.assertEqual(seen, ["v!"])
+        self.assertEqual(self.successResultOf(c), "v!")
+
+    def test_debug_mode_records_the_creator(self) -> None:
+        """
+        With Deferred debugging on, a DirectDeferred and a Coroutine record
+        their creator's stack as any Deferred does, and still work.
+        """
+        from twisted.internet.defer import getDebugging, setDebugging
+
+        old = getDebugging()
+        setDebugging(True)
+        try:
+            d: DirectDeferred[str] = DirectDeferred(lambda d: None)
+
+            @coroutine
+            def body() -> Generator[Any, Any, str]:
+                return (yield d) + "!"
+
+            c = body()
+        finally:
+            setDebugging(old)
+        self.assertIsNotNone(d._debugInfo)
+        self.assertIsNotNone(c._debugInfo)
+        assert d._debugInfo is not None
+        self.assertTrue(d._debugInfo.creator)
+        self.assertIs(d._waiter, c)
+        d.callback("v")
+        self.assertEqual(self.successResultOf(c), "v!")
+
+    def test_canceller_kept_only_when_given(self) -> None:
+        """
+        A DirectDeferred made with a canceller calls it on C{cancel()}; one
+        made without fails with L{CancelledError}, as a Deferred does.
+        """
+        cancelled: list[object] = []
+        d: DirectDeferred[str] = DirectDeferred(cancelled.append)
+        d.cancel()
+        self.assertEqual(cancelled, [d])
+        self.failureResultOf(d, CancelledError)
+        e: DirectDeferred[str] = DirectDeferred()
+        e.cancel()
+        self.failureResultOf(e, CancelledError)

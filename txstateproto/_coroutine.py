@@ -314,9 +314,32 @@ class DirectDeferred(Deferred[_T]):
     C{inlineCallbacks} took one), and a paused one holds its result until
     unpaused. Subclasses (a protocol's queued read, L{Coroutine} itself)
     fire it with C{callback}/C{errback} as any Deferred.
+
+    The callback list is made only when something needs it: C{_callbacks}
+    is a property over the C{_chain} slot, which holds C{None} until a
+    callback is added (or Twisted's own code reads the list, which it then
+    gets, empty, to append to). A Deferred waited on directly, which never
+    gets a callback, saves the list (56 bytes) for as long as it waits. Code
+    of this module tests C{_chain} itself (C{None} or an empty list: no
+    callbacks), which is cheaper than the property and makes no list.
+
+    A subclass whose C{__init__} does not call this one's (to save its
+    frame) must set, in place of what L{Deferred.__init__} sets::
+
+        self._chain = None          # not self._callbacks = []
+        self._waiter = None
+        self._canceller = canceller  # if it has one; the default is None
+
+    and, when L{Deferred.debug} is on, call C{Deferred.__init__(self,
+    canceller)} instead, which records the creator's stack (its
+    C{self._callbacks = []} goes through the property's setter).
     """
 
-    __slots__ = ("_waiter",)
+    __slots__ = ("_chain", "_waiter")
+
+    #: None unless given: Coroutines and reads made without one do not
+    #: store it.
+    _canceller: Callable[[Deferred[Any]], None] | None = None
 
     def __init__(
         self, canceller: Callable[[Deferred[Any]], None] | None = None
@@ -324,8 +347,32 @@ class DirectDeferred(Deferred[_T]):
         """
         @param canceller: As for L{Deferred}.
         """
-        super().__init__(canceller)
+        self._chain: list[Any] | None = None
         self._waiter: _Waiter | None = None
+        if self.debug:
+            # Deferred debugging on: let Deferred record the creator's stack.
+            Deferred.__init__(self, canceller)
+        elif canceller is not None:
+            self._canceller = canceller
+
+    @property
+    def _callbacks(self) -> list[Any]:
+        """
+        The callback list, made empty the first time it is asked for: what
+        L{Deferred}'s own methods read and append to.
+        """
+        chain = self._chain
+        if chain is None:
+            chain = self._chain = []
+        return chain
+
+    @_callbacks.setter
+    def _callbacks(self, chain: list[Any]) -> None:
+        """
+        Replace the callback list, as L{Deferred.__init__} and
+        C{inlineCallbacks}' cancellation do.
+        """
+        self._chain = chain
 
     def callback(self, result: _T | Failure) -> None:
         """
@@ -339,7 +386,7 @@ class DirectDeferred(Deferred[_T]):
             super().callback(result)
             return
         self._waiter = None
-        if self.called or self._callbacks or self.paused or isinstance(result, Failure):
+        if self.called or self._chain or self.paused or isinstance(result, Failure):
             self._resume_waiter(waiter, result)
             return
         # _resume_waiter's common case, inlined: this is how every queued
@@ -373,7 +420,7 @@ class DirectDeferred(Deferred[_T]):
             semantics (already fired, paused, callbacks or another direct
             waiter already there): the caller adds a callback instead.
         """
-        if self.called or self.paused or self._waiter is not None or self._callbacks:
+        if self.called or self.paused or self._waiter is not None or self._chain:
             return False
         self._waiter = waiter
         return True
@@ -386,7 +433,7 @@ class DirectDeferred(Deferred[_T]):
         if self.called:
             # Deferred.callback's own error, before anything runs.
             Deferred.callback(self, cast(_T, result))
-        if self._callbacks or self.paused:
+        if self._chain or self.paused:
             # Callbacks added since, or a pause: the chain runs as usual,
             # with the Coroutine's callback first, as if it had been added
             # when the wait began.
@@ -430,6 +477,26 @@ class Coroutine(DirectDeferred[_T]):
         C{noreturn(other(...))} run in constant stack.
     """
 
+    # Slots rather than the instance dict that Deferred gives every
+    # subclass: an idle connection's Coroutine keeps its state in the object
+    # itself, and the dict (whose values array Python allocates with room
+    # for every key any instance ever set) holds only Deferred's own
+    # attributes, set when it fires.
+    __slots__ = (
+        "_aliases",
+        "_cancel_due",
+        "_cancelled",
+        "_frames",
+        "_held",
+        "_owner",
+        "_paused_wait",
+        "_pauses",
+        "_pending",
+        "_state",
+        "_tail_target",
+        "_waiting",
+    )
+
     def __init__(self, body: _Body) -> None:
         """
         Run C{body} as a coroutine.
@@ -444,10 +511,12 @@ class Coroutine(DirectDeferred[_T]):
                 f"{type(body).__name__!r}; call the generator function (or "
                 f"async def) first, or decorate it with @coroutine"
             )
-        # Deferred's own, skipping DirectDeferred's: a Coroutine is made per
-        # decorated call, where one more frame is a measurable share.
-        Deferred.__init__(self)
+        # DirectDeferred's, inlined (see its docstring): a Coroutine is made
+        # per decorated call, where one more frame is a measurable share.
+        self._chain = None
         self._waiter = None
+        if self.debug:
+            Deferred.__init__(self)
         self._frames: list[_Body] = [body]
         self._waiting: Deferred[Any] | None = None
         self._paused_wait: Deferred[Any] | None = None
@@ -618,7 +687,7 @@ class Coroutine(DirectDeferred[_T]):
                         type(yielded) in _DIRECT_TYPES
                         and not yielded.called
                         and yielded._waiter is None
-                        and not yielded._callbacks
+                        and not yielded._chain
                         and not yielded.paused
                         and not (self._pauses or self._cancel_due or self._pending)
                     ):
