@@ -194,13 +194,16 @@ class ReadLineTests(SynchronousTestCase):
         self.assertEqual(results, [b"one", b"two"])
         p = h.protocol
         self.assertEqual(p._buffer._data, b"")
-        self.assertEqual(len(p._reads), 1)
+        # One read queued, held without a list.
+        self.assertIsNotNone(p._head_read)
+        self.assertIsNone(p._more_reads)
         self.assertIsNone(p._tasks)
         self.assertIsNone(p._drains)
         self.assertIsNone(p._closed_waiters)
         # The engine waits on the read, and the protocol on the conversation,
         # as direct waiters: neither keeps a callback entry.
-        self.assertEqual(p._reads[0]._callbacks, [])
+        assert p._head_read is not None
+        self.assertEqual(p._head_read._callbacks, [])
         self.assertEqual(p.conversation._callbacks, [])
 
     def test_buffered_line_returns_fired_deferred_without_timer(self) -> None:
@@ -694,6 +697,24 @@ class ReadOrderAndCancelTests(SynchronousTestCase):
         self.failureResultOf(first, CancelledError)
         h.feed(b"line\r\n")
         self.assertEqual(self.successResultOf(second), b"line")
+
+    def test_cancelled_read_in_the_middle_leaves_the_queue(self) -> None:
+        """
+        Cancelling a read queued between two others removes it alone: the
+        reads around it get the bytes in order, and the queue holds nothing
+        once they have.
+        """
+        h = ProtocolHarness(idle())
+        reads = [h.protocol.read_line() for _ in range(4)]
+        reads[1].cancel()
+        reads[2].cancel()
+        self.failureResultOf(reads[1], CancelledError)
+        self.failureResultOf(reads[2], CancelledError)
+        h.feed(b"one\r\ntwo\r\n")
+        self.assertEqual(self.successResultOf(reads[0]), b"one")
+        self.assertEqual(self.successResultOf(reads[3]), b"two")
+        self.assertIsNone(h.protocol._head_read)
+        self.assertIsNone(h.protocol._more_reads)
 
     def test_cancelling_the_first_read_lets_the_next_take_buffered_bytes(
         self,
