@@ -1655,6 +1655,34 @@ class TakeCommandsTests(SynchronousTestCase):
             [[], [[b"PING"]], [], [[b"PING"]], [], [[b"PING"]], [], [], []],
         )
 
+    def test_payload_holding_crlf_beside_same_length_arguments(self) -> None:
+        """
+        A payload that holds CR LF is never taken cut at it, even when the
+        arguments beside it are as long as its header says it is: each
+        payload is checked against its own header, for the two- and
+        three-argument shapes the scan checks apart and for longer ones.
+        """
+        # The payload in each position, the other arguments as long as it
+        # (a check against the wrong payload would pass), or as long as
+        # its piece before CR LF (a check of the wrong header would pass).
+        # The second payload's tail looks like a header whose length
+        # matches the next piece, so a wrong check can pass further on.
+        commands = [
+            [other] * where + [payload] + [other] * (count - where - 1)
+            for payload in (b"k\r\nyz", b"k\r\n$2")
+            for other in (b"x" * len(payload), b"x")
+            for count in (1, 2, 3, 5)
+            for where in range(count)
+        ]
+        stream = b"".join(_multibulk(*c) + b"PING\r\n" for c in commands)
+        for reader in (_BatchReader, _AfterReader):
+            _h, batches = _run(reader, [stream], late=True)
+            assert isinstance(batches, _BatchReader)
+            self.assertEqual(
+                batches.commands,
+                [command for c in commands for command in (c, [b"PING"])],
+            )
+
     def test_errors_come_from_read_command(self) -> None:
         """
         The commands before bad input are taken; the bad input is refused by

@@ -99,7 +99,7 @@ import math
 import re
 from collections.abc import Callable, Generator, Mapping
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import attrs
 from twisted.internet import defer
@@ -466,9 +466,10 @@ def read_commands_after(
         commands = _after_first_byte(first, proto, max_bulk_length, limit)
     except Exception:
         return fail()
-    if isinstance(commands, Deferred):
-        return commands
-    return succeed(commands)
+    if type(commands) is list:
+        # (A plain type test: isinstance() on Deferred, an ABC, costs more.)
+        return succeed(commands)
+    return cast("Deferred[list[list[bytes]]]", commands)
 
 
 def _then_buffered(
@@ -505,8 +506,6 @@ def _after_first_byte(
     @param limit: The most commands in all, at least 1.
     @return: The commands, or a Deferred firing with them.
     """
-    arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
-    rest = (_SCANNERS.get(arg_max) or _scanner(arg_max))[1]
     args = None
     if first != b"\n":
         # This command and the ones after it in one scan, if all are plain
@@ -514,6 +513,10 @@ def _after_first_byte(
         batch = _take_batch(proto, max_bulk_length, limit, first)
         if batch is not None:
             return batch
+    # Only now the single-command scanner: the batch scan is the usual case.
+    arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
+    rest = (_SCANNERS.get(arg_max) or _scanner(arg_max))[1]
+    if first != b"\n":
         if first == b"*":
             args = proto.take_scanned(rest, _SCAN_LIMIT)
         else:
@@ -640,11 +643,12 @@ def _scan_batch(
     @return: The commands and the index after the last one, or C{None} if
         the first is not taken.
     """
-    if start == 0 and stop == len(data) and type(data) is bytes:
-        window = data
+    if type(data) is bytes:
+        # The whole buffer, or a slice: one copy of the window at most.
+        window = data if start == 0 and stop == len(data) else data[start:stop]
     else:
-        # One copy of the window, as bytes, so that the pieces are bytes
-        # and no view of the buffer's storage outlives the call.
+        # One copy of a bytearray's window, as bytes, so that the pieces
+        # are bytes and no view of the buffer's storage outlives the call.
         with memoryview(data) as view:
             window = view[start:stop].tobytes()
     # A command of n arguments is 2n + 1 pieces: enough for `limit` commands
@@ -671,12 +675,34 @@ def _scan_batch(
             end = i + 1 + 2 * count
             if end > last:
                 break
-            args = pieces[i + 2 : end : 2]
             # Each header must be a known plain length, and each payload
             # exactly that long (a missing header gives None, never equal).
-            if [*map(lengths.get, pieces[i + 1 : end : 2])] != [*map(len, args)]:
-                break
-            append(args)
+            if count == 2:
+                # GET key and the like, checked without slices or lists.
+                name = pieces[i + 2]
+                key = pieces[i + 4]
+                if lengths.get(pieces[i + 1]) != len(name) or lengths.get(
+                    pieces[i + 3]
+                ) != len(key):
+                    break
+                append([name, key])
+            elif count == 3:
+                # SET key value and the like.
+                name = pieces[i + 2]
+                key = pieces[i + 4]
+                value = pieces[i + 6]
+                if (
+                    lengths.get(pieces[i + 1]) != len(name)
+                    or lengths.get(pieces[i + 3]) != len(key)
+                    or lengths.get(pieces[i + 5]) != len(value)
+                ):
+                    break
+                append([name, key, value])
+            else:
+                args = pieces[i + 2 : end : 2]
+                if [*map(lengths.get, pieces[i + 1 : end : 2])] != [*map(len, args)]:
+                    break
+                append(args)
             i = end
         elif piece[:1] != b"*" and _NOT_PLAIN_LINE.search(piece) is None:
             # An inline line ends at its LF; the CR before it is dropped,
