@@ -167,7 +167,13 @@ class KVStoreProtocol(StateProtocol):
                     # (no callback chain) when it comes; then take the
                     # rest of its chunk.
                     if out:
-                        yield from self._flush()
+                        # _flush() inlined (no generator per read): nothing
+                        # is pending, so a cancelled drain just propagates.
+                        self.write(b"".join(out))
+                        out.clear()
+                        writable = self.drain()
+                        if not writable.called or writable.result is not None:
+                            yield writable
                     first = yield self.read_exactly(1)
                     pending = read_commands_after(self, first, max_bulk, limit)
                     # Commands that arrive together run at one instant.
