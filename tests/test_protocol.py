@@ -203,8 +203,10 @@ class ReadLineTests(SynchronousTestCase):
         # The engine waits on the read, and the protocol on the conversation,
         # as direct waiters: neither keeps a callback entry.
         assert p._head_read is not None
-        self.assertEqual(p._head_read._callbacks, [])
-        self.assertEqual(p.conversation._callbacks, [])
+        # (Nor a callback list: it is made only when a callback is added.)
+        self.assertIsNone(p._head_read._chain)
+        assert p.conversation is not None
+        self.assertIsNone(p.conversation._chain)
 
     def test_buffered_line_returns_fired_deferred_without_timer(self) -> None:
         """

@@ -195,7 +195,9 @@ class _Read(DirectDeferred[bytes]):
             # Deferred debugging on: let __init__ record the creator's stack.
             Deferred.__init__(self, _cancel_read)
         else:
-            self._callbacks = []
+            # No callback list until one is needed (DirectDeferred's
+            # docstring): a read waited on directly never gets a callback.
+            self._chain = None
             self._canceller = _cancel_read
         self._waiter = None
         self.kind = kind
