@@ -208,6 +208,39 @@ class ReadLineTests(SynchronousTestCase):
         assert p.conversation is not None
         self.assertIsNone(p.conversation._chain)
 
+    def test_protocol_state_stays_out_of_the_instance_dict(self) -> None:
+        """
+        A connected protocol that has read, written, timed out a read and
+        waited on C{drain()} keeps its own state in slots: the instance dict
+        holds only what Twisted's C{Protocol} and the subclass set, so a
+        subclass's attributes do not push it past the keys CPython shares
+        between instances.
+        """
+        results: list[object] = []
+
+        def script(p: Scripted) -> Body:
+            results.append((yield p.read_line()))
+            p.write_line(b"reply")
+            yield p.drain()
+            try:
+                yield p.read_line(timeout=1)
+            except defer.TimeoutError:
+                results.append("timed out")
+            yield p.read_line()
+
+        h = ProtocolHarness(Scripted(script))
+        h.protocol.idle_timeout = 30
+        h.feed(b"one\r\n")
+        h.clock.advance(1)
+        self.assertEqual(results, [b"one", "timed out"])
+        own = set(StateProtocol.__slots__)
+        self.assertEqual(own & set(vars(h.protocol)), set())
+        # Protocol's, the harness script's, and the limit set above.
+        self.assertLessEqual(
+            set(vars(h.protocol)),
+            {"connected", "transport", "factory", "_script", "idle_timeout"},
+        )
+
     def test_buffered_line_returns_fired_deferred_without_timer(self) -> None:
         """
         A read the buffer can satisfy returns an already-fired Deferred and
