@@ -561,6 +561,39 @@ class TailCallTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(body2()), "t")
         self.assertEqual(self.successResultOf(held[1]), "t")
 
+    def test_adopted_coroutine_alias_only_when_held(self) -> None:
+        """
+        A pending Coroutine adopted by a tail call gets an alias entry (so
+        that it fires with the result) only if something else holds it; one
+        held by no one leaves no entry behind, and both chains fire.
+        """
+        gate: Deferred[str] = Deferred()
+        held: list[Coroutine[str]] = []
+
+        @coroutine
+        def unheld(n: int) -> Generator[Any, Any, str]:
+            if n:
+                noreturn(unheld(n - 1))
+            return (yield gate)
+
+        @coroutine
+        def kept(n: int) -> Generator[Any, Any, str]:
+            if n:
+                child = kept(n - 1)
+                held.append(child)
+                noreturn(child)
+            return (yield gate)
+
+        first = unheld(3)
+        second = kept(2)
+        self.assertIsNone(first._aliases)
+        self.assertIsNotNone(second._aliases)
+        self.assertEqual(len(second._aliases or ()), 2)
+        gate.callback("v")
+        self.assertEqual(self.successResultOf(first), "v")
+        self.assertEqual(self.successResultOf(second), "v")
+        self.assertEqual([self.successResultOf(c) for c in held], ["v", "v"])
+
     def test_tail_call_into_started_coroutine(self) -> None:
         """
         A tail call into an already running Coroutine waits for it.

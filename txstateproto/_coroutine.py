@@ -864,9 +864,11 @@ class Coroutine(DirectDeferred[_T]):
             # to swallow.
             return _consume(result)
         self._waiting = None
-        if self._paused_wait is d:
-            self._paused_wait = None
         if self._state is not _WAITING or self._pauses:
+            # Only here can _paused_wait be d: it is set only while this
+            # Coroutine holds a pause, and cleared when the last is undone.
+            if self._paused_wait is d:
+                self._paused_wait = None
             self._held = result
             return _consume(result)
         # _resume, inlined: every wait that did not fire at once ends here.
@@ -911,9 +913,14 @@ class Coroutine(DirectDeferred[_T]):
         self._frames.append(child._frames.pop())
         child._state = _State.ADOPTED
         child._owner = self
-        if self._aliases is None:
-            self._aliases = weakref.WeakSet()
-        self._aliases.add(child)
+        if _getrefcount(child) > _ADOPTED_UNHELD_REFS:
+            # Someone else holds it, so it must fire with this one's result.
+            # One held by no one (noreturn(step(...)), the common case) is
+            # freed when _run lets go of it: an alias entry, its weak
+            # reference and the callback that removes it are then wasted.
+            if self._aliases is None:
+                self._aliases = weakref.WeakSet()
+            self._aliases.add(child)
 
     def _swallowed(self, body: _Body) -> TailCallSwallowedError:
         """
@@ -1317,6 +1324,21 @@ def noreturn(next_step: _Body | Deferred[Any]) -> NoReturn:
     engine._tail_target = next_step
     raise _TailCallSignal
 
+
+# The references to a Coroutine that _adopt counts when nothing else holds
+# it: _run's `target`, _adopt's `child` and getrefcount's own argument.
+_ADOPTED_UNHELD_REFS = 3
+
+
+def _no_refcount(obj: object) -> int:
+    """
+    Stand in for C{sys.getrefcount} where there is none (not CPython):
+    always "held", so every adopted Coroutine gets its alias entry.
+    """
+    return sys.maxsize
+
+
+_getrefcount: Callable[[object], int] = getattr(sys, "getrefcount", _no_refcount)
 
 # What noreturn()'s fast path compares its caller's caller with: a body that
 # the trampoline resumed directly. Every other resumption (Failure's
