@@ -5,6 +5,7 @@ frames, read and written, against Twisted's C{IntNStringReceiver} too.
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from itertools import pairwise
 
@@ -539,6 +540,122 @@ class FastPathTests(SynchronousTestCase):
             _run_steps(Scripted, bits, steps, chunks, max_frame_size),
             _run_steps(_NoScan, bits, steps, chunks, max_frame_size),
         )
+
+
+class WaitingFrameTests(SynchronousTestCase):
+    """
+    Tests for a frame read issued before its prefix arrived (L{_FrameRead}:
+    it waits on the prefix read, then the body read, directly).
+    """
+
+    def test_callback_added_before_bytes(self) -> None:
+        """A callback added while the frame waits gets the body."""
+        h = ProtocolHarness(idle())
+        got: list[bytes] = []
+        read_frame(h.protocol).addCallback(got.append)
+        h.feed(b"\0\0")
+        h.feed(b"\0\x03ab")
+        self.assertEqual(got, [])
+        h.feed(b"c" + _frame(b"next"))
+        self.assertEqual(got, [b"abc"])
+        self.assertEqual(self.successResultOf(read_frame(h.protocol)), b"next")
+
+    def test_handler_resumed_per_frame(self) -> None:
+        """A handler waiting for frames one chunk at a time gets each whole
+        frame as its last byte arrives, and nothing before."""
+        for bits in (8, 16, 32):
+            frames: list[bytes] = []
+            h = ProtocolHarness(_collector(3, bits, frames))
+            for n, body in enumerate([b"", b"one", b"two"]):
+                data = _frame(body, bits)
+                h.feed(data[:-1])
+                self.assertEqual(len(frames), n)
+                h.feed(data[-1:])
+                self.assertEqual(frames[-1], body)
+            self.assertEqual(frames, [b"", b"one", b"two"])
+            self.assertTrue(h.closed)
+
+    def test_body_over_max_frame_size(self) -> None:
+        """A prefix within max_length but over max_frame_size, arriving while
+        the frame waits, fails it naming max_frame_size."""
+        p = idle()
+        p.max_frame_size = 5
+        h = ProtocolHarness(p)
+        d = read_frame(p, max_length=100)
+        h.feed(_frame(b"x" * 6))
+        error = self.failureResultOf(d, FrameTooLongError).value
+        self.assertEqual((error.length, error.limit_name), (6, "max_frame_size"))
+
+    def test_connection_lost_while_waiting(self) -> None:
+        """Losing the connection while the frame waits for its prefix or its
+        body fails it (and nothing is logged as unhandled)."""
+        for data in (b"", b"\0\0", b"\0\0\0\x05ab"):
+            h = ProtocolHarness(idle())
+            d = read_frame(h.protocol)
+            h.feed(data)
+            h.lose_connection()
+            self.failureResultOf(d)
+            del d
+            gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_half_close_while_waiting_for_prefix(self) -> None:
+        """A half-close before the whole prefix fails the frame with the
+        prefix read's EndOfStreamError."""
+        p = idle()
+        p.half_close = True
+        h = ProtocolHarness(p)
+        d = read_frame(p)
+        h.feed(b"\0\0")
+        h.half_close()
+        error = self.failureResultOf(d, EndOfStreamError).value
+        self.assertEqual((error.partial, error.expected), (b"\0\0", 4))
+
+    def test_cancel_then_bytes(self) -> None:
+        """After a waiting frame is cancelled, the bytes go to the next
+        read, and the cancelled frame stays cancelled."""
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        h.feed(_frame(b"hi"))
+        self.assertEqual(self.successResultOf(read_frame(h.protocol)), b"hi")
+
+    def test_timeout_waiting_for_prefix(self) -> None:
+        """A frame whose prefix does not come fails with TimeoutError and
+        leaves the stream as it was."""
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol, timeout=2)
+        h.feed(b"\0")
+        h.clock.advance(2)
+        self.failureResultOf(d, defer.TimeoutError)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        h.feed(b"\0\0\x01z")
+        self.assertEqual(self.successResultOf(read_frame(h.protocol)), b"z")
+
+    def test_paused_handler(self) -> None:
+        """A frame completed while the protocol is paused reaches the handler
+        when it is unpaused."""
+        frames: list[bytes] = []
+        h = ProtocolHarness(_collector(2, 32, frames))
+        h.protocol.pause()
+        h.feed(_frame(b"one"))
+        self.assertEqual(frames, [])
+        h.protocol.unpause()
+        self.assertEqual(frames, [b"one"])
+        h.feed(_frame(b"two"))
+        self.assertEqual(frames, [b"one", b"two"])
+
+    def test_deferred_debugging(self) -> None:
+        """With Deferred debugging on, a waiting frame records its creator
+        and still works."""
+        self.addCleanup(defer.setDebugging, defer.getDebugging())
+        defer.setDebugging(True)
+        h = ProtocolHarness(idle())
+        d = read_frame(h.protocol)
+        h.feed(_frame(b"dbg"))
+        self.assertEqual(self.successResultOf(d), b"dbg")
+        self.assertTrue(hasattr(d, "_debugInfo"))
 
 
 class WriteFrameTests(SynchronousTestCase):
