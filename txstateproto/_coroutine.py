@@ -105,6 +105,9 @@ _Body = Generator[Any, Any, Any] | _AsyncBody[Any, Any, Any]
 
 _BODY_TYPES = (types.GeneratorType, types.CoroutineType)
 _STEP_TYPES = frozenset(_BODY_TYPES)
+# The commonest step, tested by identity before the set: a set lookup costs
+# about 80 callgrind instructions, an identity test a few.
+_GENERATOR = types.GeneratorType
 
 # Code flags of functions whose frames the engine does not drive itself when
 # they run nested inside a body through `yield from` or `await`.
@@ -610,9 +613,9 @@ class Coroutine(DirectDeferred[_T]):
                     # through its traceback, the ended frame's locals.
                     target = self._tail_target
                     self._tail_target = None
-                    if type(target) in _STEP_TYPES and not (
-                        self._pending or self._cancel_due
-                    ):
+                    if (
+                        type(target) is _GENERATOR or type(target) in _STEP_TYPES
+                    ) and not (self._pending or self._cancel_due):
                         # The hot path: the next state replaces the ended
                         # one, which is freed at once.
                         frames[-1] = body = target
@@ -1316,7 +1319,11 @@ def noreturn(next_step: _Body | Deferred[Any]) -> NoReturn:
     # or a helper. Cheaper than comparing frames with the innermost body's;
     # _check_noreturn is exact.
     if (
-        (type(next_step) not in _STEP_TYPES and not isinstance(next_step, Deferred))
+        (
+            type(next_step) is not _GENERATOR
+            and type(next_step) not in _STEP_TYPES
+            and not isinstance(next_step, Deferred)
+        )
         or _getframe(2).f_code is not _RUN_CODE
         or engine._tail_target is not None
     ):
