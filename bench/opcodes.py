@@ -16,9 +16,16 @@ the last byte of the echo, per Python function. Counts do not depend on the
 machine's load, so they compare changes made on a shared machine; the
 wall-clock figures are C{bench/run.py}'s.
 
+With C{--instructions}, each peer instead runs in a child Python under
+valgrind's callgrind, twice (with 0 and with R measured round trips after
+the same warm-up), and the difference over R is the machine instructions of
+one round trip in user space: the server's and the client loop's (the same
+for both peers), allocation and C code included, system calls excluded.
+
 Usage (from the repository root)::
 
     PYTHONPATH=. .venv/bin/python bench/opcodes.py [--lines N] [--rounds R] [--top K]
+    PYTHONPATH=. .venv/bin/python bench/opcodes.py --instructions [--lines N]
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import re
+import shutil
 import socket
+import subprocess
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -69,15 +79,14 @@ PEERS: dict[str, type[protocol.Protocol]] = {
 }
 
 
-def count(
-    peer: type[protocol.Protocol], lines: int, rounds: int
-) -> tuple[float, collections.Counter[str]]:
+def serve(
+    peer: type[protocol.Protocol], lines: int
+) -> tuple[Callable[[], None], Callable[[], None]]:
     """
-    Serve C{peer} on a loopback port and count the bytecodes of C{rounds}
-    round trips of C{lines} 16-byte lines each.
+    Serve C{peer} on a loopback port, connect to it, and warm it up.
 
-    @return: Bytecodes per round trip, and the counts per function (totals
-        over the rounds).
+    @return: A function making one round trip of C{lines} 16-byte lines, and
+        one closing the connection and the port.
     """
     from twisted.internet import reactor
 
@@ -96,9 +105,60 @@ def count(
             with contextlib.suppress(BlockingIOError):
                 got += len(client.recv(1 << 20))
 
+    def close() -> None:
+        client.close()
+        port.stopListening()
+
     for _ in range(20):
         # The connection's first exchanges are not the steady state.
         round_trip()
+    return round_trip, close
+
+
+def instructions(name: str, lines: int, rounds: int) -> float:
+    """
+    Count the instructions of one round trip of peer C{name} under callgrind.
+
+    @return: Instructions per round trip (user space, both ends).
+    """
+    totals = []
+    for n in (0, rounds):
+        done = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--lines",
+                str(lines),
+                "--rounds",
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if found is None:
+            raise RuntimeError(f"no instruction count from callgrind:\n{done.stderr}")
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) / rounds
+
+
+def count(
+    peer: type[protocol.Protocol], lines: int, rounds: int
+) -> tuple[float, collections.Counter[str]]:
+    """
+    Serve C{peer} on a loopback port and count the bytecodes of C{rounds}
+    round trips of C{lines} 16-byte lines each.
+
+    @return: Bytecodes per round trip, and the counts per function (totals
+        over the rounds).
+    """
+    round_trip, close = serve(peer, lines)
     counts: collections.Counter[str] = collections.Counter()
 
     def trace(frame: FrameType, event: str, arg: object) -> Any:
@@ -114,11 +174,10 @@ def count(
             round_trip()
     finally:
         sys.settrace(None)
-    client.close()
-    port.stopListening()
+    close()
     # The driver's own loop is not the server's work.
     for name in list(counts):
-        if name.startswith("count.<locals>.round_trip"):
+        if name.startswith("serve.<locals>.round_trip"):
             del counts[name]
     return sum(counts.values()) / rounds, counts
 
@@ -131,7 +190,33 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=32, help="lines per chunk")
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--top", type=int, default=8, help="functions listed")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count machine instructions with callgrind instead",
+    )
+    parser.add_argument("--child", choices=list(PEERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        round_trip, close = serve(PEERS[args.child], args.lines)
+        for _ in range(args.rounds):
+            round_trip()
+        close()
+        return
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("valgrind is not installed: apt-get install valgrind")
+        per = {name: instructions(name, args.lines, args.rounds) for name in PEERS}
+        print(
+            f"{args.lines} lines of 16 B per chunk, {args.rounds} round trips, "
+            f"callgrind instructions (user space, server and client loop)"
+        )
+        for name, value in per.items():
+            print(
+                f"{name}: {value:,.0f} per round trip, {value / args.lines:,.0f} "
+                f"per line, {value / per['LineReceiver']:.2f}x LineReceiver"
+            )
+        return
     results = {
         name: count(peer, args.lines, args.rounds) for name, peer in PEERS.items()
     }
