@@ -23,6 +23,7 @@ _MODULES = {
         "encode_reply",
         "read_command",
         "read_commands",
+        "read_commands_after",
         "take_commands",
         "write_reply",
     },

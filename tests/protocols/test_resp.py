@@ -38,10 +38,10 @@ from txstateproto.protocols import (
     encode_reply,
     read_command,
     read_commands,
+    read_commands_after,
     take_commands,
     write_reply,
 )
-from txstateproto.protocols.resp import read_commands_after
 from txstateproto.testing import ProtocolHarness
 
 _settings = settings(deadline=None, max_examples=150)

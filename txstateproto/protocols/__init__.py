@@ -28,6 +28,7 @@ from txstateproto.protocols.resp import (
     encode_reply,
     read_command,
     read_commands,
+    read_commands_after,
     take_commands,
     write_reply,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "encode_reply",
     "read_command",
     "read_commands",
+    "read_commands_after",
     "read_frame",
     "read_netstring",
     "read_struct",

@@ -120,9 +120,7 @@ __all__ = [
     "encode_reply",
     "read_command",
     "read_commands",
-    # read_commands_after is public too, but not listed yet: the package's
-    # re-exports (txstateproto/protocols/__init__.py and its test) must
-    # list it in the same change, and that file is not this module's.
+    "read_commands_after",
     "take_commands",
     "write_reply",
 ]
