@@ -866,6 +866,82 @@ class TakeScannedTests(SynchronousTestCase):
         self.assertEqual(got, lines)
 
 
+class TakePrefixedTests(SynchronousTestCase):
+    """
+    Tests for L{ReceiveBuffer.take_prefixed}.
+    """
+
+    def test_every_prefix_size(self) -> None:
+        """
+        A big-endian length of 1, 2, 4 or 8 bytes, then the body: the body
+        is returned and exactly the message consumed.
+        """
+        for size in (1, 2, 4, 8):
+            buf = ReceiveBuffer()
+            buf.append((5).to_bytes(size, "big") + b"hello" + b"rest")
+            self.assertEqual(buf.take_prefixed(size, 100), b"hello", size)
+            self.assertEqual(buf.take_all(), b"rest", size)
+
+    def test_incomplete_or_over_the_limit_consumes_nothing(self) -> None:
+        """
+        A prefix or body not all buffered, or a length over C{max_length},
+        gives C{None} and leaves the bytes.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"\x00\x00")
+        self.assertIsNone(buf.take_prefixed(4, 100))
+        buf.append(b"\x00\x03ab")
+        self.assertIsNone(buf.take_prefixed(4, 100))
+        buf.append(b"c")
+        self.assertIsNone(buf.take_prefixed(4, 2))
+        self.assertEqual(len(buf), 7)
+        self.assertEqual(buf.take_prefixed(4, 3), b"abc")
+        self.assertFalse(buf)
+
+    def test_bad_size_is_refused(self) -> None:
+        """
+        A size other than 1, 2, 4 or 8 raises, whether or not bytes are
+        buffered.
+        """
+        buf = ReceiveBuffer()
+        with self.assertRaises(ValueError):
+            buf.take_prefixed(3, 10)
+        buf.append(b"\x00\x00\x00\x00")
+        with self.assertRaises(ValueError):
+            buf.take_prefixed(3, 10)
+        self.assertEqual(len(buf), 4)
+
+    def test_from_the_joining_array(self) -> None:
+        """
+        Bodies taken from the joining array are C{bytes}, short and long
+        (the one-copy path), and taking the last byte drops the array.
+        """
+        big = bytes(range(256)) * 100
+        stream = b"\x03abc" + len(big).to_bytes(4, "big")
+        buf = ReceiveBuffer()
+        buf.append(stream[:2])
+        buf.append(stream[2:] + big[:10])
+        buf.append(big[10:])
+        self.assertIs(type(buf._data), bytearray)
+        body = buf.take_prefixed(1, 10)
+        self.assertEqual((type(body), body), (bytes, b"abc"))
+        body = buf.take_prefixed(4, len(big))
+        self.assertEqual((type(body), body), (bytes, big))
+        self.assertEqual(buf._data, b"")
+
+    def test_drops_split_lines(self) -> None:
+        """
+        Lines split ahead do not survive a prefixed take between line takes.
+        """
+        buf = ReceiveBuffer()
+        buf.append(b"a\r\nb\r\n\x01xc\r\nd\r\n")
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"a")
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"b")
+        self.assertEqual(buf.take_prefixed(1, 10), b"x")
+        self.assertIsNone(buf._lines)
+        self.assertEqual(buf.take_until(b"\r\n", 10), b"c")
+
+
 class RepresentationTests(SynchronousTestCase):
     """
     A chunk is kept as it arrived while it holds whole messages, joined in an
@@ -1242,6 +1318,7 @@ _OPERATIONS = st.lists(
         st.tuples(st.just("until"), st.sampled_from(_DELIMITERS), st.integers(0, 8)),
         st.tuples(st.just("find"), st.sampled_from(_DELIMITERS), st.integers(0, 8)),
         st.tuples(st.just("peek"), st.integers(0, 8)),
+        st.tuples(st.just("prefixed"), st.sampled_from([1, 2]), st.integers(0, 8)),
         st.tuples(st.just("all")),
         st.tuples(st.just("clear")),
     ),
@@ -1302,6 +1379,17 @@ class _ModelCheck(SynchronousTestCase):
                 n = operation[1]
                 assert isinstance(n, int)
                 self.assertEqual(buf.peek(n), model[:n])
+            elif name == "prefixed":
+                size, limit = operation[1], operation[2]
+                assert isinstance(size, int)
+                assert isinstance(limit, int)
+                taken = None
+                if len(model) >= size:
+                    length = int.from_bytes(model[:size], "big")
+                    if length <= limit and len(model) >= size + length:
+                        taken = model[size : size + length]
+                        model = model[size + length :]
+                self.assertEqual(buf.take_prefixed(size, limit), taken)
             elif name == "all":
                 self.assertEqual(buf.take_all(), model)
                 model = b""
@@ -1359,6 +1447,7 @@ _PIPELINED_OPERATIONS = st.lists(
         st.tuples(st.just("exactly"), st.integers(0, 8)),
         st.tuples(st.just("some"), st.integers(1, 8)),
         st.tuples(st.just("peek"), st.integers(0, 8)),
+        st.tuples(st.just("prefixed"), st.sampled_from([1, 2]), st.integers(0, 8)),
         st.tuples(st.just("all")),
         st.tuples(st.just("clear")),
     ),

@@ -667,6 +667,61 @@ class TakeScannedTests(SynchronousTestCase):
         self.assertFalse(h.reading_paused)
 
 
+class TakePrefixedTests(SynchronousTestCase):
+    """
+    C{take_prefixed} takes a whole length-prefixed message and consumes it,
+    or consumes nothing; it never waits.
+    """
+
+    def test_takes_whole_messages_and_leaves_the_rest(self) -> None:
+        """
+        Each call consumes one message; an incomplete one is left for the
+        counted reads.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"\x00\x03one\x00\x00\x00\x05th")
+        self.assertEqual(h.protocol.take_prefixed(2, 100), b"one")
+        self.assertEqual(h.protocol.take_prefixed(2, 100), b"")
+        self.assertIsNone(h.protocol.take_prefixed(2, 100))
+        self.assertEqual(self.successResultOf(h.protocol.read_some()), b"\x00\x05th")
+
+    def test_nothing_while_reads_are_queued(self) -> None:
+        """
+        While a read is queued, nothing is taken: the buffered bytes are
+        that read's. A bad size is still refused.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"\x02ab")
+        d = h.protocol.read_exactly(4)
+        self.assertIsNone(h.protocol.take_prefixed(1, 100))
+        with self.assertRaises(ValueError):
+            h.protocol.take_prefixed(3, 100)
+        h.feed(b"c")
+        self.assertEqual(self.successResultOf(d), b"\x02abc")
+
+    def test_over_the_limit_is_left_for_the_reads(self) -> None:
+        """
+        A message announcing more than C{max_length} is not taken, however
+        much is buffered.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"\x05hello")
+        self.assertIsNone(h.protocol.take_prefixed(1, 4))
+        self.assertEqual(h.protocol.take_prefixed(1, 5), b"hello")
+
+    def test_lifts_the_receive_pause(self) -> None:
+        """
+        Consuming the buffer below C{receive_high_water} resumes reading from
+        the transport, as a read would.
+        """
+        h = ProtocolHarness(idle())
+        h.protocol.receive_high_water = 10
+        h.feed(b"\x08abcdefgh\x03ijk")
+        self.assertTrue(h.reading_paused)
+        self.assertEqual(h.protocol.take_prefixed(1, 100), b"abcdefgh")
+        self.assertFalse(h.reading_paused)
+
+
 class ReadSomeTests(SynchronousTestCase):
     """
     C{read_some} returns what is buffered, at most C{max_bytes}, or waits

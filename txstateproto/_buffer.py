@@ -22,6 +22,8 @@ Operations
     sniffing, RESP's type byte).
   - C{take_scanned(scan, limit)}: let a parser look at the unread bytes in
     place (no copy), at most C{limit} of them, and consume what it parsed.
+  - C{take_prefixed(size, max_length)}: a whole message behind a big-endian
+    length prefix, if it is all here.
   - C{clear()}, C{len()}, C{bool()}, C{repr()}.
 
 Representation
@@ -92,6 +94,7 @@ pile up either.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Final, TypeVar, final
 
@@ -123,6 +126,15 @@ _SPLIT_LINE_MAX = 256
 # never popped from (takes use the list only when it is not empty) and
 # shared by every buffer.
 _LINE_TAKEN: Final[list[bytes]] = []
+
+# take_prefixed's length readers, by prefix size: in place, no slice.
+_UNPACK32 = struct.Struct(">I").unpack_from
+_PREFIX_READERS: Final[dict[int, Callable[[bytes | bytearray, int], tuple[int]]]] = {
+    1: struct.Struct(">B").unpack_from,
+    2: struct.Struct(">H").unpack_from,
+    4: _UNPACK32,
+    8: struct.Struct(">Q").unpack_from,
+}
 
 
 @final
@@ -500,6 +512,61 @@ class ReceiveBuffer:
         if end - start < _LARGE_COPY:
             return bytes(data[start:end])
         return self._copy_large(start, end)
+
+    def take_prefixed(self, size: int, max_length: int) -> bytes | None:
+        """
+        Take a whole length-prefixed message: an unsigned big-endian length
+        of C{size} bytes, then that many bytes, which are returned.
+
+        It takes only a message that is wholly buffered and announces at
+        most C{max_length} bytes; anything else (the prefix or the body not
+        all here, or a length over the limit) consumes nothing and returns
+        C{None}, and the caller reads the message with counted reads, which
+        wait or report the error.
+
+        @param size: The prefix's size in bytes: 1, 2, 4 or 8.
+        @param max_length: The longest body taken, in bytes.
+        @return: The body (C{bytes}, possibly empty), or C{None}.
+        @raise ValueError: If C{size} is not 1, 2, 4 or 8.
+        """
+        data = self._data
+        start = self._start
+        body = start + size
+        stop = len(data)
+        if body > stop:
+            if size not in _PREFIX_READERS:
+                raise ValueError(f"size must be 1, 2, 4 or 8, not {size!r}")
+            if start >= stop:
+                self._release_if_empty()
+            return None
+        if size == 4:
+            # The common width (Twisted's Int32StringReceiver), read in place.
+            length: int = _UNPACK32(data, start)[0]
+        elif size == 1:
+            length = data[start]
+        else:
+            reader = _PREFIX_READERS.get(size)
+            if reader is None:
+                raise ValueError(f"size must be 1, 2, 4 or 8, not {size!r}")
+            length = reader(data, start)[0]
+        end = body + length
+        if end > stop or length > max_length:
+            return None
+        if type(data) is bytes:
+            taken = data[body:end]
+        elif length < _LARGE_COPY:
+            taken = bytes(data[body:end])
+        else:
+            taken = self._copy_large(body, end)
+        self._lines = None
+        if end == stop:
+            # All taken: let the chunk or array go now (see take_until).
+            self._data = b""
+            self._start = 0
+            self._searched = 0
+        else:
+            self._start = end
+        return taken
 
     def take_all(self) -> bytes:
         """

@@ -867,6 +867,34 @@ class StateProtocol(Protocol):
             self._check_buffer_pressure()
         return value
 
+    def take_prefixed(self, size: int, max_length: int) -> bytes | None:
+        """
+        Take a whole length-prefixed message if it is buffered; never wait.
+
+        The message is an unsigned big-endian length of C{size} bytes, then
+        that many bytes (what Twisted's C{IntNStringReceiver} classes send).
+        This is the fast path of L{read_frame
+        <txstateproto.protocols.prefixed.read_frame>} for a pipelining peer:
+        one call, no Deferred, no scan callback. Anything it does not take
+        (not all buffered, or announcing more than C{max_length}) is left
+        for counted reads, which wait for the rest or report the error.
+
+        @param size: The prefix's size in bytes: 1, 2, 4 or 8.
+        @param max_length: The longest body taken, in bytes.
+        @return: The body, or C{None}: not all buffered, over C{max_length},
+            or other reads are queued (the buffered bytes are theirs);
+            nothing is consumed then.
+        @raise ValueError: If C{size} is not 1, 2, 4 or 8.
+        """
+        if self._head_read is not None:
+            if size not in (1, 2, 4, 8):
+                raise ValueError(f"size must be 1, 2, 4 or 8, not {size!r}")
+            return None
+        value = self._buffer.take_prefixed(size, max_length)
+        if value is not None and self._buffer_paused:
+            self._check_buffer_pressure()
+        return value
+
     def _read(
         self,
         kind: _Kind,

@@ -26,12 +26,11 @@ Why plain functions and not coroutines
 
 Under load (a pipelining peer, many frames per received chunk) the whole
 frame is usually buffered when L{read_frame} is called. It then takes it in
-one L{StateProtocol.take_scanned} call, whose scan reads the prefix in place
+one L{StateProtocol.take_prefixed} call, which reads the prefix in place
 (C{struct.unpack_from}) and slices the body, and returns one fired Deferred:
-no callback, no L{Coroutine}, no counted read. The scan's reach is the
-prefix plus the smallest of the limits and L{_FAST_MAX}, so a frame that is
-too long, or not all there, is left untouched for the counted reads below,
-which keep the one wording of every error.
+no callback, no L{Coroutine}, no counted read. A frame that is too long, or
+not all there, is left untouched for the counted reads below, which keep
+the one wording of every error.
 
 Otherwise a frame is two counted reads: the prefix, then the body. If the
 prefix is buffered, the prefix read returns a Deferred that has fired;
@@ -63,18 +62,8 @@ __all__ = ["read_frame", "write_frame"]
 # Packs a 32-bit prefix (faster than int.to_bytes for the common width).
 _PACK32 = struct.Struct(">I").pack
 
-# Read a 16- or 32-bit prefix in place from the receive buffer's storage.
-_UNPACK16 = struct.Struct(">H").unpack_from
-_UNPACK32 = struct.Struct(">I").unpack_from
-
 #: Prefix width in bits -> prefix size in bytes.
 _PREFIX_SIZES = {8: 1, 16: 2, 32: 4}
-
-# The longest body the fast path of read_frame takes in one scan: longer ones
-# go through read_exactly, whose copy out of the joining array is done once
-# (a scan's bytes(array[a:b]) copies twice), and whose wait for the rest is
-# not a rescan per chunk.
-_FAST_MAX = 65536
 
 # Bodies at least this long are written as a separate write() instead of
 # being joined to the prefix: the join would copy the whole body once more.
@@ -103,78 +92,6 @@ def _bad_prefix_bits(prefix_bits: object) -> ValueError:
     @return: The error, to raise.
     """
     return ValueError(f"prefix_bits must be 8, 16 or 32, not {prefix_bits!r}")
-
-
-def _scan8(data: bytes | bytearray, start: int, stop: int) -> tuple[bytes, int] | None:
-    """
-    Find a whole frame with an 8-bit prefix in C{data[start:stop]}.
-
-    A L{StateProtocol.take_scanned} scan. L{read_frame} sets C{stop} to at
-    most C{start} plus the prefix size plus the longest body it may take
-    (the smallest of its limits and L{_FAST_MAX}), so a frame that does not
-    end by C{stop} is either incomplete or too long: the scan leaves both to
-    the ordinary reads, which wait or fail with the usual error.
-
-    @param data: The receive buffer's storage (not to be kept).
-    @param start: The index of the frame's first byte.
-    @param stop: How far the scan may look.
-    @return: C{(body, end)}, or C{None} to consume nothing.
-    """
-    body = start + 1
-    if body > stop:
-        return None
-    end = body + data[start]
-    if end > stop:
-        return None
-    if type(data) is bytes:
-        return data[body:end], end
-    return bytes(data[body:end]), end
-
-
-def _scan16(data: bytes | bytearray, start: int, stop: int) -> tuple[bytes, int] | None:
-    """
-    Find a whole frame with a 16-bit prefix in C{data[start:stop]}.
-
-    @param data: The receive buffer's storage (not to be kept).
-    @param start: The index of the frame's first byte.
-    @param stop: How far the scan may look (see L{_scan8}).
-    @return: C{(body, end)}, or C{None} to consume nothing.
-    """
-    body = start + 2
-    if body > stop:
-        return None
-    end = body + _UNPACK16(data, start)[0]
-    if end > stop:
-        return None
-    if type(data) is bytes:
-        return data[body:end], end
-    return bytes(data[body:end]), end
-
-
-def _scan32(data: bytes | bytearray, start: int, stop: int) -> tuple[bytes, int] | None:
-    """
-    Find a whole frame with a 32-bit prefix in C{data[start:stop]}.
-
-    @param data: The receive buffer's storage (not to be kept).
-    @param start: The index of the frame's first byte.
-    @param stop: How far the scan may look (see L{_scan8}).
-    @return: C{(body, end)}, or C{None} to consume nothing.
-    """
-    body = start + 4
-    if body > stop:
-        return None
-    # unpack_from reads the prefix in place (no slice, unlike int.from_bytes).
-    end = body + _UNPACK32(data, start)[0]
-    if end > stop:
-        return None
-    if type(data) is bytes:
-        return data[body:end], end
-    # The joining array: a slice of it is a bytearray, and the body is bytes.
-    return bytes(data[body:end]), end
-
-
-#: Prefix width in bits -> (prefix size in bytes, the fast path's scan).
-_SCANS = {8: (1, _scan8), 16: (2, _scan16), 32: (4, _scan32)}
 
 
 def read_frame(
@@ -217,22 +134,21 @@ def read_frame(
         the frame was complete (only with C{proto.half_close}).
     """
     if prefix_bits == 32:
-        size, scan = 4, _scan32
+        size = 4
     else:
-        found = _SCANS.get(prefix_bits)
+        found = _PREFIX_SIZES.get(prefix_bits)
         if found is None:
             raise _bad_prefix_bits(prefix_bits)
-        size, scan = found
+        size = found
     cap = proto.max_frame_size
     if max_length is not None and max_length < cap:
         cap = max_length
     # The fast path: the whole frame is buffered (a pipelining peer) and
-    # within every limit, taken in one scan. The scan's reach encodes the
-    # limits: a frame ending past it is incomplete or too long, and the
-    # reads below tell which, with their usual errors. (A negative
-    # max_length is left to them too.)
+    # within every limit, taken in one call. A frame that is not all there,
+    # or too long, is left to the counted reads below, which wait or fail
+    # with their usual errors. (A negative max_length is left to them too.)
     if cap >= 0:
-        body = proto.take_scanned(scan, (cap if cap < _FAST_MAX else _FAST_MAX) + size)
+        body = proto.take_prefixed(size, cap)
         if body is not None:
             return _fired(body)
     if max_length is None:
