@@ -4,8 +4,8 @@ connections, over real sockets on 127.0.0.1 with the global reactor.
 
 While a chunk is handled, what the handler writes goes straight into the
 TCP transport's send buffer, and at the end of C{dataReceived} it is sent
-at once when nothing is queued ahead (one C{writeSomeData()} call, as the
-transport's C{doWrite()} would make on the next reactor turn). An in-memory
+at once when nothing is queued ahead (the C{send()} that the transport's
+C{doWrite()} would make on the next reactor turn, made on its socket). An in-memory
 transport cannot show any of this, so every test here uses loopback
 sockets: the reply goes out without registering the socket for writing; a
 send the kernel cannot take whole (or at all) falls back to the reactor
@@ -19,11 +19,12 @@ Every wait is on an event (a Deferred fired by a protocol), never on time.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable, Generator
 from typing import Any
 
-from twisted.internet import main, reactor, tcp
+from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
@@ -102,6 +103,28 @@ class Client(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost.callback(None)
+
+
+class _Socket:
+    """
+    A transport's socket with its C{send} replaced: every other attribute is
+    the real socket's.
+    """
+
+    def __init__(
+        self, real: socket.socket, send: Callable[[Callable[[bytes], int], bytes], int]
+    ) -> None:
+        self._real = real
+        self._send = send
+
+    def send(self, data: bytes) -> int:
+        """
+        Call the replacement with the real C{send} and C{data}.
+        """
+        return self._send(self._real.send, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
 
 
 class _Loopback(TestCase):
@@ -289,23 +312,21 @@ class EagerSendTests(_Loopback):
     @inlineCallbacks
     def test_eagain_falls_back_to_the_reactor(self) -> Test:
         """
-        A send that the kernel refuses whole (C{writeSomeData} returns 0, as
-        on C{EAGAIN}) leaves the reply queued for the reactor, which sends
-        it once the socket is writable.
+        A send that the kernel refuses whole (C{EAGAIN}) leaves the reply
+        queued for the reactor, which sends it once the socket is writable.
         """
         client = Client()
         server = yield self.connect(echo, client)
         transport: Any = server.transport
-        real = transport.writeSomeData
         refused: list[bytes] = []
 
-        def refuse_once(data: bytes) -> object:
+        def refuse_once(send: Callable[[bytes], int], data: bytes) -> int:
             if not refused:
                 refused.append(bytes(data))
-                return 0
-            return real(data)
+                raise BlockingIOError(errno.EAGAIN, "try again")
+            return send(data)
 
-        transport.writeSomeData = refuse_once
+        transport.socket = _Socket(transport.socket, refuse_once)
         assert client.transport is not None
         client.transport.write(b"first\r\n")
         yield client.wait_for(len(b"first\r\n"))
@@ -318,15 +339,19 @@ class EagerSendTests(_Loopback):
     @inlineCallbacks
     def test_send_error_is_reported_by_the_reactor(self) -> Test:
         """
-        A send that fails (C{writeSomeData} returns an error, as on
-        C{EPIPE}) is left for the reactor's own C{doWrite()}, which reports
-        it: the connection is lost with that error, and the handler's
-        pending read is cancelled.
+        A send that fails (C{EPIPE}) is left for the reactor's own
+        C{doWrite()}, which meets the error again and reports it: the
+        connection is lost with it, and the handler's pending read is
+        cancelled.
         """
         client = Client()
         server = yield self.connect(echo, client)
         transport: Any = server.transport
-        transport.writeSomeData = lambda data: main.CONNECTION_LOST
+
+        def broken(send: Callable[[bytes], int], data: bytes) -> int:
+            raise BrokenPipeError(errno.EPIPE, "broken pipe")
+
+        transport.socket = _Socket(transport.socket, broken)
         assert client.transport is not None
         client.transport.write(b"doomed\r\n")
         yield server.when_closed()

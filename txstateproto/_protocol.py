@@ -27,19 +27,18 @@ On a plain TCP connection (exactly Twisted's C{tcp.Server} or C{tcp.Client},
 TLS not started), writes made while a chunk is handled go straight into the
 transport's own send buffer (C{FileDescriptor._tempDataBuffer}), skipping
 C{transport.write()}'s per-call checks and its registration with the reactor
-for writing. At the end of C{dataReceived} the batch is sent at once, as
-the transport's C{doWrite()} would send it on the reactor's next turn
-(after an C{epoll_ctl} to watch the socket for writing and before another
-to stop): one C{writeSomeData()} call, which sends what the kernel takes
-and returns the count, 0 on C{EAGAIN}, or an error instead of raising. A
+for writing. At the end of C{dataReceived} the batch is sent at once, with
+the one C{send()} that the transport's C{doWrite()} would make on the
+reactor's next turn (after an C{epoll_ctl} to watch the socket for writing
+and before another to stop), made on its socket directly. A
 request/response exchange then costs one C{recv} and one C{send} per
-message. A partial send or C{EAGAIN} leaves the rest where C{doWrite()}
-leaves it, for the reactor (the socket is registered for writing then),
-and an error is left for the reactor's own C{doWrite()} to report. The send
-is done only when nothing from an earlier turn is queued ahead, the
-connection is not closing (nor its write side), TLS is off, and this
-protocol is the transport's unpaused producer (the cases in which
-C{doWrite()} would call nothing back);
+message. A partial send, C{EAGAIN} or an error leaves the rest where
+C{doWrite()} leaves a partial send, for the reactor (the socket is
+registered for writing then), whose own C{doWrite()} sends it or meets the
+error again and reports it. The send is done only when nothing from an
+earlier turn is queued ahead, the connection is not closing (nor its write
+side), TLS is off, and this protocol is the transport's unpaused producer
+(the cases in which C{doWrite()} would call nothing back);
 otherwise the batch is registered for writing as C{write()} would have.
 
 Ordering is kept: C{self.transport.write()} appends to the same buffer, and
@@ -117,8 +116,8 @@ _DIRECT_NEEDS = (
     "offset",
     "producer",
     "producerPaused",
+    "socket",
     "startWriting",
-    "writeSomeData",
 )
 
 # While one chunk is handled, a batch growing past this many bytes is handed to
@@ -515,7 +514,18 @@ class StateProtocol(Protocol):
         # checks only TLS, which start_tls() may turn on meanwhile.
         self._batching = True
         try:
-            self._receive(data)
+            # _receive, inlined: once per chunk on every plain TCP server.
+            buffered = self._buffer.append(data)
+            self._received += 1
+            if self._idle_timer is not None:
+                self._last_received = self.clock.seconds()
+            high = self.receive_high_water
+            if self._head_read is not None and not self._satisfying:
+                self._satisfy()
+                if buffered > high:
+                    buffered = len(self._buffer)
+            if buffered > high and not self._buffer_paused:
+                self._check_buffer_pressure()
         finally:
             self._batching = False
             if direct._tempDataLen:
@@ -529,12 +539,13 @@ class StateProtocol(Protocol):
         self._received += 1
         if self._idle_timer is not None:
             self._last_received = self.clock.seconds()
+        high = self.receive_high_water
         if self._head_read is not None and not self._satisfying:
             self._satisfy()
-            if buffered > self.receive_high_water:
+            if buffered > high:
                 # The reads took some: what is left is what counts.
                 buffered = len(self._buffer)
-        if buffered > self.receive_high_water and not self._buffer_paused:
+        if buffered > high and not self._buffer_paused:
             self._check_buffer_pressure()
 
     def readConnectionLost(self) -> None:
@@ -1086,7 +1097,16 @@ class StateProtocol(Protocol):
                         timer.cancel()
                 # Resumes the handler, which may read again at once (from
                 # the buffer) or queue another read, picked up by this loop.
-                read.callback(data)
+                waiter = read._waiter
+                if waiter is None or read._chain or read.paused or read.called:
+                    read.callback(data)
+                else:
+                    # DirectDeferred.callback's common case, inlined: the
+                    # handler waits on this read directly.
+                    read._waiter = None
+                    read.called = True
+                    read.result = data
+                    waiter._on_fired(data, read)
         finally:
             self._satisfying = False
         if self._buffer_paused:
@@ -1244,15 +1264,16 @@ class StateProtocol(Protocol):
         transport: send it now if that is safe, else register for writing
         as C{FileDescriptor.write} would have.
 
-        Sending now does what C{doWrite()} would do on the next reactor turn,
-        less the steps that cannot apply here: one C{writeSomeData()} call
-        (a C{send()} of at most C{SEND_LIMIT} bytes that returns the count,
-        0 on C{EAGAIN}, or an error instead of raising). If it took
-        everything, nothing is left to do: no writer registration, no
-        reactor turn. Otherwise the rest is left exactly as C{doWrite()}
-        leaves a partial send (in C{dataBuffer} from C{offset}) and the
-        writer is registered, so the reactor sends it, or reports the
-        error, when the socket is writable.
+        Sending now is the C{send()} that C{doWrite()} would make on the
+        next reactor turn (through C{writeSomeData()}), made on the
+        transport's socket directly: one system call and no Python frame of
+        Twisted's. If it took everything, nothing is left to do: no writer
+        registration, no reactor turn. Otherwise (a partial send, C{EAGAIN},
+        or an error: any C{OSError} counts as nothing sent) the rest is left
+        exactly as C{doWrite()} leaves a partial send (in C{dataBuffer} from
+        C{offset}) and the writer is registered, so the reactor sends it
+        when the socket is writable, or its own C{doWrite()} meets the error
+        again and reports it, as it would have.
 
         It is done only when nothing is queued ahead from an earlier turn,
         TLS is off, the connection is not closing (not even its write side),
@@ -1273,16 +1294,19 @@ class StateProtocol(Protocol):
         ):
             pieces = direct._tempDataBuffer
             data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            sent = direct.writeSomeData(data)
+            try:
+                sent = direct.socket.send(data)
+            except OSError:
+                # EAGAIN, ENOBUFS, or an error that the reactor's doWrite()
+                # will meet again and report.
+                sent = 0
             if sent == len(data):
-                # All sent (an error, an exception instance, equals no int).
                 pieces.clear()
                 direct._tempDataLen = 0
                 return
-            # What doWrite() leaves after a partial send (or none: EAGAIN, or
-            # an error that its next call, by the reactor, will report).
+            # What doWrite() leaves after a partial send (or none).
             direct.dataBuffer = data
-            direct.offset = sent if type(sent) is int else 0
+            direct.offset = sent
             direct._tempDataBuffer = []
             direct._tempDataLen = 0
         direct._maybePauseProducer()
