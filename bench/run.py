@@ -1258,12 +1258,12 @@ How `StateProtocol` sends eagerly (kept: "Writes" in the module docstring of
   While a received chunk is handled, `write()` and `write_line()` append to
   the transport's own send buffer (`_tempDataBuffer`, `_tempDataLen`), so
   `self.transport.write()` made meanwhile keeps its place in the order; at
-  the end of `dataReceived` the batch is sent at once, with one call of the
-  transport's `writeSomeData()` (what `doWrite()` would call on the next
-  reactor turn: a `send()` that returns the count, 0 on `EAGAIN`, or an
-  error instead of raising). Every attribute relied on (`TLS`, `dataBuffer`,
-  `offset`, `producer`, `producerPaused`, `_writeDisconnecting`,
-  `_aborting`, `_maybePauseProducer`, `startWriting`, `writeSomeData`, ...)
+  the end of `dataReceived` the batch is sent at once, with the one `send()`
+  that `doWrite()` would make on the next reactor turn (through
+  `writeSomeData()`), made on the transport's `socket` directly. Every
+  attribute relied on (`TLS`, `dataBuffer`, `offset`, `producer`,
+  `producerPaused`, `_writeDisconnecting`, `_aborting`,
+  `_maybePauseProducer`, `startWriting`, `socket`, ...)
   is checked at `connectionMade`: a Twisted release lacking one gets the
   ordinary path instead of an `AttributeError`.
 - *How it detects that it applies:* at `connectionMade`, `type(transport)`
@@ -1280,10 +1280,11 @@ How `StateProtocol` sends eagerly (kept: "Writes" in the module docstring of
   connection and its write side are not closing or aborting, and the
   protocol is the transport's unpaused streaming producer: the cases in
   which `doWrite()`, having sent everything, would call nothing back.
-- *Fallback:* after a partial send, `EAGAIN` or an error, what is left is
-  put where `doWrite()` leaves it (`dataBuffer` from `offset`) and the
-  socket is registered for writing, so the reactor sends the rest when it
-  can, or its own `doWrite()` reports the error. If any condition above
+- *Fallback:* after a partial send, `EAGAIN` or an error (any `OSError`
+  counts as nothing sent), what is left is put where `doWrite()` leaves a
+  partial send (`dataBuffer` from `offset`) and the socket is registered
+  for writing, so the reactor sends the rest when it can, or its own
+  `doWrite()` meets the error again and reports it. If any condition above
   fails, the
   batch is registered for writing in the same way. A batch past 64 KiB, and
   any batch when `drain()` is called, is handed over at once, so the
@@ -1295,12 +1296,14 @@ How `StateProtocol` sends eagerly (kept: "Writes" in the module docstring of
 - *What it gains:* when it was added (commit `210d538`, strace as here, 2
   shared cores, loaded), `StateProtocol`'s syscalls per echoed line went from
   6.01 to 3.00 at 1 connection (`epoll_ctl` 2.00 to 0.00, `epoll_wait` 2.00
-  to 1.00) and from 4.66 to 2.28 at 100 connections. Calling
-  `writeSomeData()` rather than `doWrite()` (commit `44b2f67`) spares the
-  `stopWriting()` that `doWrite()` made on a socket never registered:
-  1,176 to 1,041 server bytecodes per one-line round trip
-  (`bench/opcodes.py --lines 1`, before the later read path changes). This
-  run measures it again: see the findings above and the table.
+  to 1.00) and from 4.66 to 2.28 at 100 connections. Sending without
+  `doWrite()` (commit `44b2f67`) spared the `stopWriting()` that it made on
+  a socket never registered (1,176 to 1,041 server bytecodes per one-line
+  round trip, `bench/opcodes.py --lines 1`), and on the socket itself
+  (commit `4b893bc`) the frames of `writeSomeData()` and `untilConcludes()`
+  (with other chunk-path changes, 69,726 to 66,235 callgrind instructions
+  per round trip, `bench/opcodes.py --instructions --lines 1`). This run
+  measures it again: see the findings above and the table.
 """
 
 
