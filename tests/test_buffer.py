@@ -1560,6 +1560,26 @@ class SplitAheadTests(_ModelCheck):
             assert buf._lines is None or len(buf._lines) <= _buffer._SPLIT_WINDOW
         self.assertEqual(count, 500_000)
 
+    def test_window_grows_with_the_line(self) -> None:
+        """
+        After 1 KiB lines the window is 32 of them (not the 2 KiB floor), so
+        a split keeps many; and a split keeps at most C{_SPLIT_LINES} lines,
+        whatever the window holds.
+        """
+        line = b"y" * 1022
+        buf = ReceiveBuffer()
+        buf.append((line + b"\r\n") * 40)
+        self.assertEqual(buf.take_until(b"\r\n", 2048), line)
+        self.assertEqual(buf.take_until(b"\r\n", 2048), line)
+        assert buf._lines is not None
+        self.assertEqual(len(buf._lines), 32)
+        short = ReceiveBuffer()
+        short.append(b"z\n" * 1000)
+        self.assertEqual(short.take_until(b"\n", 10), b"z")
+        self.assertEqual(short.take_until(b"\n", 10), b"z")
+        assert short._lines is not None
+        self.assertEqual(len(short._lines), _buffer._SPLIT_LINES)
+
     def test_emptied_buffer_keeps_no_list(self) -> None:
         """
         Once every line is taken, the buffer holds neither the chunk nor a
@@ -1591,10 +1611,17 @@ class SplitAheadTests(_ModelCheck):
     ) -> None:
         """
         The same holds when the split window is a few bytes (delimiters cut
-        at its end, lines longer than it) and compaction runs constantly.
+        at its end, lines longer than it), a split keeps at most three
+        lines, and compaction runs constantly.
         """
         with (
             _tiny_thresholds(),
-            mock.patch.multiple(_buffer, _SPLIT_WINDOW=7, _SPLIT_LINE_MAX=3),
+            mock.patch.multiple(
+                _buffer,
+                _SPLIT_WINDOW=7,
+                _SPLIT_WINDOW_MAX=7,
+                _SPLIT_LINES=3,
+                _SPLIT_LINE_MAX=3,
+            ),
         ):
             self._check_model(operations)

@@ -114,13 +114,17 @@ _COMPACT_MIN = 16384
 # (64 KiB 2.2 us vs 4.4 us). The two break even near 16 KiB.
 _LARGE_COPY = 16384
 
-# Splitting lines ahead (ReceiveBuffer._split_ahead) looks at most this many
-# bytes at a time, which bounds the list it keeps (a 3-byte line costs a
-# 34-byte bytes object and an 8-byte pointer: at most ~29 KiB), and only
-# after lines up to _SPLIT_LINE_MAX bytes: for longer ones a search and a
-# slice per line cost little next to the copy, and a window would hold few.
+# Splitting lines ahead (ReceiveBuffer._split_ahead) looks at a window of 32
+# times the line just taken, at least _SPLIT_WINDOW and at most
+# _SPLIT_WINDOW_MAX bytes, and keeps at most _SPLIT_LINES lines: the list
+# costs at most the window's bytes again plus, per line, a 33-byte bytes
+# header and an 8-byte pointer. It starts only after lines up to
+# _SPLIT_LINE_MAX bytes: for longer ones a search and a slice per line cost
+# little next to copying the line.
 _SPLIT_WINDOW = 2048
-_SPLIT_LINE_MAX = 256
+_SPLIT_WINDOW_MAX = 65536
+_SPLIT_LINES = 128
+_SPLIT_LINE_MAX = 2048
 
 # ReceiveBuffer._lines after a line take with nothing split ahead: empty, so
 # never popped from (takes use the list only when it is not empty) and
@@ -401,7 +405,7 @@ class ReceiveBuffer:
             ):
                 # A second short line in a row and at least two more of
                 # its size buffered: a pipelining peer.
-                self._split_ahead(data, after, delimiter)
+                self._split_ahead(data, after, delimiter, (length + size) << 5)
             else:
                 self._lines = _LINE_TAKEN
             return line
@@ -431,12 +435,13 @@ class ReceiveBuffer:
         return None
 
     def _split_ahead(
-        self, data: bytes | bytearray, start: int, delimiter: bytes
+        self, data: bytes | bytearray, start: int, delimiter: bytes, window: int
     ) -> None:
         """
-        Split the complete lines among the next C{_SPLIT_WINDOW} bytes from
-        C{start} into C{_lines}, so that the takes that follow are a list
-        pop each instead of a search and a slice each.
+        Split the complete lines among the next C{window} bytes from
+        C{start} (clamped to C{_SPLIT_WINDOW} and C{_SPLIT_WINDOW_MAX}), at
+        most C{_SPLIT_LINES} of them, into C{_lines}, so that the takes that
+        follow are a list pop each instead of a search and a slice each.
 
         C{bytes.split} makes the same cut as repeated searches (the first
         occurrence from each start, without overlap); the last piece, a
@@ -447,10 +452,14 @@ class ReceiveBuffer:
         The list costs at most the window's bytes again plus a pointer and a
         bytes header per line, and is dropped by any take of another kind.
         """
-        window = data[start : start + _SPLIT_WINDOW]
-        if type(window) is not bytes:
-            window = bytes(window)
-        lines = window.split(delimiter)
+        if window < _SPLIT_WINDOW:
+            window = _SPLIT_WINDOW
+        elif window > _SPLIT_WINDOW_MAX:
+            window = _SPLIT_WINDOW_MAX
+        piece = data[start : start + window]
+        if type(piece) is not bytes:
+            piece = bytes(piece)
+        lines = piece.split(delimiter, _SPLIT_LINES)
         del lines[-1]
         if len(lines) < 2:
             self._lines = _LINE_TAKEN
