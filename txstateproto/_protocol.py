@@ -502,19 +502,19 @@ class StateProtocol(Protocol):
         """
         direct = self._direct
         if (
-            direct is None
-            or self._batching
-            or not direct.connected
-            or direct._writeDisconnected
+            direct is not None
+            and not self._batching
+            and direct.connected
+            and not direct._writeDisconnected
         ):
-            self._receive(data)
-            return
-        # Neither flag can change until the batch is handed over (only the
-        # reactor's doWrite() or connectionLost() set them), so write()
-        # checks only TLS, which start_tls() may turn on meanwhile.
-        self._batching = True
+            # Neither flag can change until the batch is handed over (only
+            # the reactor's doWrite() or connectionLost() set them), so
+            # write() checks only TLS, which start_tls() may turn on
+            # meanwhile.
+            self._batching = True
+        else:
+            direct = None
         try:
-            # _receive, inlined: once per chunk on every plain TCP server.
             buffered = self._buffer.append(data)
             self._received += 1
             if self._idle_timer is not None:
@@ -523,30 +523,15 @@ class StateProtocol(Protocol):
             if self._head_read is not None and not self._satisfying:
                 self._satisfy()
                 if buffered > high:
+                    # The reads took some: what is left is what counts.
                     buffered = len(self._buffer)
             if buffered > high and not self._buffer_paused:
                 self._check_buffer_pressure()
         finally:
-            self._batching = False
-            if direct._tempDataLen:
-                self._send_batch(direct)
-
-    def _receive(self, data: bytes) -> None:
-        """
-        Buffer C{data} and satisfy the queued reads it completes, in order.
-        """
-        buffered = self._buffer.append(data)
-        self._received += 1
-        if self._idle_timer is not None:
-            self._last_received = self.clock.seconds()
-        high = self.receive_high_water
-        if self._head_read is not None and not self._satisfying:
-            self._satisfy()
-            if buffered > high:
-                # The reads took some: what is left is what counts.
-                buffered = len(self._buffer)
-        if buffered > high and not self._buffer_paused:
-            self._check_buffer_pressure()
+            if direct is not None:
+                self._batching = False
+                if direct._tempDataLen:
+                    self._send_batch(direct)
 
     def readConnectionLost(self) -> None:
         """
