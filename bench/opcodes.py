@@ -38,40 +38,15 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+# The same echo protocols as the in-process memory benchmark (bench/ is on
+# sys.path when a script in it runs).
+from micro_idle import LineEcho, StateEcho
 from twisted.internet import protocol
-from twisted.protocols.basic import LineReceiver
-
-try:
-    from txstateproto import StateProtocol
-except ImportError:  # Run from a checkout without PYTHONPATH=.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from txstateproto import StateProtocol
-
-
-class StateEcho(StateProtocol):
-    """
-    The C{StateProtocol} echo of C{bench/servers/stateproto_echo.py}.
-    """
-
-    def start(self) -> Generator[Any, Any, None]:
-        while True:
-            line = yield self.read_line()
-            self.write_line(line)
-
-
-class LineEcho(LineReceiver):
-    """
-    The C{LineReceiver} echo of C{bench/servers/linereceiver_echo.py}.
-    """
-
-    def lineReceived(self, line: bytes) -> None:
-        self.sendLine(line)
-
 
 PEERS: dict[str, type[protocol.Protocol]] = {
     "StateProtocol": StateEcho,
