@@ -1,9 +1,11 @@
 """
-What C{bench/run.py} and C{bench/frames.py} share: building their C load
-generators, reading the generators' results, and starting and stopping a
-server process that announces its port.
+What the bench scripts share: building the C load generators of C{run.py}
+and C{frames.py}, reading the generators' results, starting and stopping a
+server process that announces its port, and counting a child Python's
+instructions under callgrind (C{instructions.py}, C{instructions_kvstore.py},
+C{opcodes.py}).
 
-Both scripts are run as C{python bench/<script>.py}, which puts C{bench/} on
+The scripts are run as C{python bench/<script>.py}, which puts C{bench/} on
 C{sys.path}, so they import this module as C{_harness}.
 """
 
@@ -27,6 +29,39 @@ BUILD = REPO / "build"
 
 #: How long a server may take to say which port it listens on.
 START_TIMEOUT = 30
+
+
+def callgrind_instructions(argv: Sequence[str]) -> int:
+    """
+    Run C{argv} (a Python command line: the interpreter is added) under
+    valgrind's callgrind and return the instructions it executed.
+
+    @param argv: The interpreter's arguments (a script or C{-c} code, then
+        its own arguments).
+    @return: The instruction count callgrind reports.
+    @raise subprocess.CalledProcessError: If the child fails.
+    @raise RuntimeError: If callgrind's output has no count.
+    """
+    import sys
+
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(
+            f"no instruction count in callgrind's output:\n{done.stderr}"
+        )
+    return int(found.group(1))
 
 
 class BenchError(Exception):

@@ -39,11 +39,10 @@ Usage (from the repository root, valgrind installed)::
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+
+from _harness import callgrind_instructions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -211,27 +210,9 @@ def count(case: str, steps: int) -> int:
     """
     Run one case under callgrind and return the instructions it executed.
     """
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            "-c",
-            CHILD.format(repo=str(REPO)),
-            case,
-            str(steps),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    return callgrind_instructions(
+        ["-c", CHILD.format(repo=str(REPO)), case, str(steps)]
     )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(
-            f"no instruction count in callgrind's output:\n{done.stderr}"
-        )
-    return int(found.group(1))
 
 
 def main() -> None:

@@ -32,11 +32,12 @@ Usage (from the repository root, valgrind installed)::
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from _harness import callgrind_instructions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,26 +125,9 @@ def count(case: str, steps: int) -> int:
     @return: The instructions it executed.
     @raise RuntimeError: If callgrind's output has no count.
     """
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            "-c",
-            CHILD.format(repo=str(REPO)),
-            *_argv(case, steps),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    return callgrind_instructions(
+        ["-c", CHILD.format(repo=str(REPO)), *_argv(case, steps)]
     )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(
-            f"no instruction count in callgrind's output:\n{done.stderr}"
-        )
-    return int(found.group(1))
 
 
 def profile(case: str, steps: int) -> None:

@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import re
 import shutil
 import socket
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +43,7 @@ from typing import Any
 
 # The same echo protocols as the in-process memory benchmark (bench/ is on
 # sys.path when a script in it runs).
+from _harness import callgrind_instructions
 from micro_idle import LineEcho, StateEcho
 from twisted.internet import protocol
 
@@ -98,28 +97,19 @@ def instructions(name: str, lines: int, rounds: int) -> float:
     """
     totals = []
     for n in (0, rounds):
-        done = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--callgrind-out-file=/dev/null",
-                sys.executable,
-                __file__,
-                "--child",
-                name,
-                "--lines",
-                str(lines),
-                "--rounds",
-                str(n),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        totals.append(
+            callgrind_instructions(
+                [
+                    __file__,
+                    "--child",
+                    name,
+                    "--lines",
+                    str(lines),
+                    "--rounds",
+                    str(n),
+                ]
+            )
         )
-        found = re.search(r"Collected : (\d+)", done.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count from callgrind:\n{done.stderr}")
-        totals.append(int(found.group(1)))
     return (totals[1] - totals[0]) / rounds
 
 
