@@ -283,10 +283,14 @@ def start_servers(names: list[str] | None = None) -> dict[str, Server]:
 #: never hold elsewhere), however the requests are cut into reads; each
 #: CONFIG GET is sent alone at start and gets a name and an empty value.
 FLOOR_SERVER = """
+import sys
 from twisted.internet import epollreactor
 epollreactor.install()
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
+
+
+EAGER = sys.argv[1] == "eager"
 
 
 class Floor(Protocol):
@@ -294,13 +298,22 @@ class Floor(Protocol):
         if b"CONFIG" in data:
             # redis-benchmark's CONFIG GETs at start (sent together) want
             # a name and a value each.
-            self.transport.write(
-                b"*2\\r\\n$1\\r\\nx\\r\\n$0\\r\\n\\r\\n" * data.count(b"*")
-            )
+            reply = b"*2\\r\\n$1\\r\\nx\\r\\n$0\\r\\n\\r\\n" * data.count(b"*")
         elif b"*" in data:
-            self.transport.write(b"+PONG\\r\\n" * data.count(b"*"))
+            reply = b"+PONG\\r\\n" * data.count(b"*")
         else:
-            self.transport.write(b"+PONG\\r\\n" * data.count(b"\\n"))
+            reply = b"+PONG\\r\\n" * data.count(b"\\n")
+        if EAGER and not self.transport.dataBuffer and not self.transport._tempDataLen:
+            # Sent at once, as asyncio's transport (and StateProtocol's
+            # eager send) does; what the socket does not take is left to
+            # the transport.
+            try:
+                sent = self.transport.socket.send(reply)
+            except BlockingIOError:
+                sent = 0
+            reply = reply[sent:]
+        if reply:
+            self.transport.write(reply)
 
 
 port = reactor.listenTCP(0, Factory.forProtocol(Floor), interface="127.0.0.1")
@@ -311,26 +324,31 @@ reactor.run()
 
 def floor(runs: int, seconds: float, progress: IO[str]) -> str:
     """
-    Measure the kvstore beside the floor server (L{FLOOR_SERVER}) on
-    PING_INLINE, C{-P 1} and C{-P 16}.
+    Measure the kvstore beside the floor servers (L{FLOOR_SERVER}, with
+    Twisted's deferred write and with an eager send) and the asyncio server
+    on PING_INLINE, C{-P 1} and C{-P 16}.
 
     @param runs: How many times to measure each.
     @param seconds: About how long one measurement lasts.
     @param progress: Where to write each measurement as it is made.
     @return: The Markdown report.
     """
-    servers = start_servers(["kvstore"])
+    servers = start_servers(["kvstore", "asyncio"])
     announced = re.compile(rb"^PORT (\d+) ")
     try:
-        servers["twisted-floor"] = Server(
-            "twisted-floor",
-            [sys.executable, "-c", FLOOR_SERVER],
-            lambda stream: int(_read_until(stream, announced).group(1)),
-        )
+        for name, mode in (("floor", "write"), ("eager floor", "eager")):
+            servers[name] = Server(
+                name,
+                [sys.executable, "-c", FLOOR_SERVER, mode],
+                lambda stream: int(_read_until(stream, announced).group(1)),
+            )
         cpu: dict[tuple[str, int], list[float]] = {}
         rates: dict[tuple[str, int], list[float]] = {}
+        order = list(servers)
         for run in range(runs):
-            for name, server in servers.items():
+            # Rotated from run to run, as in the main measurement.
+            for name in order[run % len(order) :] + order[: run % len(order)]:
+                server = servers[name]
                 for pipeline in PIPELINES:
                     count = int((20_000 if pipeline == 1 else 200_000) * seconds)
                     before = server.cpu_seconds()
@@ -345,26 +363,48 @@ def floor(runs: int, seconds: float, progress: IO[str]) -> str:
     finally:
         for server in servers.values():
             server.stop()
+    names = ["floor", "eager floor", "asyncio", "kvstore"]
     lines = [
         "# PING_INLINE: the kvstore against a bare Twisted Protocol",
         "",
         f"Server CPU time per request in microseconds (user + system, from "
         f"`/proc`), and requests/s; medians of {runs} runs (min-max). The "
         f"floor is a bare Twisted `Protocol` on the same epoll reactor "
-        f"writing a fixed reply per request; the difference is what the "
-        f"kvstore adds. redis-benchmark shares the {os.cpu_count()} CPU(s).",
+        f"writing a fixed reply per read: with `transport.write` (sent on "
+        f"the next reactor turn), and with the reply sent at once on the "
+        f"socket when nothing is queued (the eager send the kvstore makes "
+        f"through StateProtocol); what the kvstore needs above the eager "
+        f"floor is what StateProtocol and the example add. asyncio is "
+        f"`bench/servers/asyncio_resp.py`. redis-benchmark shares the "
+        f"{os.cpu_count()} CPU(s).",
         "",
-        "| -P | floor CPU/req | kvstore CPU/req | kvstore - floor "
-        "| floor req/s | kvstore req/s |",
-        "|---|---|---|---|---|---|",
+        "| -P | " + " | ".join(f"{n} CPU/req" for n in names)
+        + " | kvstore - eager floor | asyncio / eager floor |",
+        "|---|" + "---|" * (len(names) + 2),
     ]
     for pipeline in PIPELINES:
-        ours, base = cpu[("kvstore", pipeline)], cpu[("twisted-floor", pipeline)]
+        eager = cpu[("eager floor", pipeline)]
+        cells = [summary(cpu[(n, pipeline)]) for n in names]
+        above = [a - b for a, b in zip(cpu[("kvstore", pipeline)], eager, strict=True)]
+        ratio = [
+            a / b for a, b in zip(cpu[("asyncio", pipeline)], eager, strict=True)
+        ]
         lines.append(
-            f"| {pipeline} | {summary(base)} | {summary(ours)} "
-            f"| {summary([a - b for a, b in zip(ours, base, strict=True)])} "
-            f"| {summary(rates[('twisted-floor', pipeline)])} "
-            f"| {summary(rates[('kvstore', pipeline)])} |"
+            f"| {pipeline} | " + " | ".join(cells)
+            + f" | {summary(above)} | {summary(ratio)} |"
+        )
+    lines += [
+        "",
+        "Requests/s:",
+        "",
+        "| -P | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for pipeline in PIPELINES:
+        lines.append(
+            f"| {pipeline} | "
+            + " | ".join(summary(rates[(n, pipeline)]) for n in names)
+            + " |"
         )
     return "\n".join(lines) + "\n"
 
