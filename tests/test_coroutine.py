@@ -33,7 +33,7 @@ from txstateproto import (
     coroutine,
     noreturn,
 )
-from txstateproto._coroutine import DirectDeferred
+from txstateproto._coroutine import DirectDeferred, FiredDeferred
 
 
 class Big:
@@ -1959,3 +1959,111 @@ class LazyCallbackListTests(SynchronousTestCase):
         e: DirectDeferred[str] = DirectDeferred()
         e.cancel()
         self.failureResultOf(e, CancelledError)
+
+
+def _made_fired(result: object) -> FiredDeferred[Any]:
+    """
+    A L{FiredDeferred} made as the protocol's buffered reads make one:
+    C{Deferred.__new__} and one store.
+    """
+    d: FiredDeferred[Any] = Deferred.__new__(FiredDeferred)
+    d.result = result
+    return d
+
+
+class FiredDeferredTests(SynchronousTestCase):
+    """
+    A L{FiredDeferred} (what a read the buffer satisfies returns) is made
+    with one store and no callback list, and behaves as L{succeed}'s
+    Deferred does wherever a Deferred goes.
+    """
+
+    def test_taken_by_the_engine_without_a_list(self) -> None:
+        """
+        A body that yields one gets its result at once, and no callback list
+        is made on it.
+        """
+        d = _made_fired("v")
+
+        @coroutine
+        def body() -> Generator[Any, Any, str]:
+            return (yield d) + "!"
+
+        self.assertEqual(self.successResultOf(body()), "v!")
+        self.assertIsNone(d._chain)
+        self.assertNotIn("_chain", vars(d))
+
+    def test_callbacks_run_at_once_and_chain(self) -> None:
+        """
+        Callbacks added run at once with its result, in order, making the
+        list only then; cancelling does nothing; firing it again is
+        Deferred's own error.
+        """
+        d = _made_fired(1)
+        seen: list[object] = []
+        d.addCallback(lambda r: r + 1).addBoth(lambda r: seen.append(r) or r)
+        self.assertEqual(seen, [2])
+        self.assertEqual(d._chain, [])
+        d.cancel()
+        self.assertEqual(self.successResultOf(d), 2)
+        self.assertRaises(AlreadyCalledError, d.callback, 3)
+
+    def test_a_callback_that_fails(self) -> None:
+        """
+        A callback that raises turns its result into a failure, as on any
+        Deferred.
+        """
+        d = _made_fired("v")
+
+        def boom(result: object) -> None:
+            raise ValueError(result)
+
+        d.addCallback(boom)
+        self.assertEqual(self.failureResultOf(d, ValueError).value.args, ("v",))
+
+    def test_returned_from_another_deferreds_callback(self) -> None:
+        """
+        Returned from a callback of another Deferred, it chains: the outer
+        one fires with its result.
+        """
+        outer: Deferred[str] = Deferred()
+        outer.addCallback(lambda _: _made_fired("inner"))
+        outer.callback("ignored")
+        self.assertEqual(self.successResultOf(outer), "inner")
+
+    def test_inline_callbacks_and_await_take_its_result(self) -> None:
+        """
+        C{inlineCallbacks}, C{await} and C{chainDeferred} take its result.
+        """
+
+        @inlineCallbacks
+        def inline() -> Generator[Any, Any, str]:
+            return (yield _made_fired("a")) + "!"
+
+        async def awaiting() -> str:
+            return await _made_fired("b") + "!"
+
+        self.assertEqual(self.successResultOf(inline()), "a!")
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(awaiting())), "b!")
+        target: Deferred[str] = Deferred()
+        _made_fired("c").chainDeferred(target)
+        self.assertEqual(self.successResultOf(target), "c")
+
+    def test_paused_by_a_callback_that_returns_a_deferred(self) -> None:
+        """
+        A callback that returns an unfired Deferred pauses it; a Coroutine
+        that yields it then waits for that Deferred, as for any paused
+        Deferred.
+        """
+        d = _made_fired("v")
+        gate: Deferred[str] = Deferred()
+        d.addCallback(lambda _: gate)
+
+        @coroutine
+        def body() -> Generator[Any, Any, str]:
+            return (yield d) + "!"
+
+        c = body()
+        self.assertNoResult(c)
+        gate.callback("later")
+        self.assertEqual(self.successResultOf(c), "later!")

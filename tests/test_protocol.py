@@ -267,7 +267,9 @@ class ReadLineTests(SynchronousTestCase):
         p = h.protocol
 
         d = p.read_line()
-        self.assertEqual(type(d), Deferred)
+        self.assertIsInstance(d, Deferred)
+        self.assertTrue(d.called)
+        self.assertEqual(d.result, b"a")
         seen: list[object] = []
         d.addCallback(lambda line: line + b"!").addBoth(seen.append)
         self.assertEqual(seen, [b"a!"])

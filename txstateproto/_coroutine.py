@@ -452,6 +452,54 @@ class DirectDeferred(Deferred[_T]):
         waiter._on_fired(result, self)
 
 
+class FiredDeferred(Deferred[_T]):
+    """
+    A L{Deferred} made fired, with a plain result: what a read the buffer
+    satisfies at once returns, one per message of a pipelining peer.
+
+    Made with C{Deferred.__new__} and one store (C{d.result = value}),
+    without L{Deferred.__init__}: C{called} and C{_canceller} are this
+    class's constants, and the callback list is made only if something asks
+    for it (C{_callbacks} is a property over C{_chain}, as in
+    L{DirectDeferred}), so a result the engine takes straight from it costs
+    no list. Everything else is a L{Deferred}'s: callbacks added to it run at
+    once with its result, C{cancel} does nothing, C{await} and C{yield} give
+    the result.
+
+    Only for results that are neither a L{Failure} nor a L{Deferred}; with
+    L{Deferred.debug} on, callers use L{succeed} instead, which records the
+    creator's stack.
+    """
+
+    #: Made fired; Deferred's own methods set it on the instance if ever
+    #: they must (never: it is never un-fired).
+    called = True
+
+    #: None: there is nothing to cancel.
+    _canceller = None
+
+    #: The callback list once something has asked for it.
+    _chain: list[Any] | None = None
+
+    @property
+    def _callbacks(self) -> list[Any]:
+        """
+        The callback list, made empty the first time it is asked for: what
+        L{Deferred}'s own methods read and append to.
+        """
+        chain = self._chain
+        if chain is None:
+            chain = self._chain = []
+        return chain
+
+    @_callbacks.setter
+    def _callbacks(self, chain: list[Any]) -> None:
+        """
+        Replace the callback list, as L{Deferred}'s own code may.
+        """
+        self._chain = chain
+
+
 @final
 class Coroutine(DirectDeferred[_T]):
     """
@@ -669,7 +717,7 @@ class Coroutine(DirectDeferred[_T]):
                         body = frames[-1]
                         continue
                     if (
-                        type(yielded) is Deferred
+                        (type(yielded) is FiredDeferred or type(yielded) is Deferred)
                         and yielded.called
                         and not yielded.paused
                         and not (self._pauses or self._cancel_due or self._pending)
