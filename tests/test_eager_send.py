@@ -276,6 +276,67 @@ class EagerSendTests(_Loopback):
         self.assertEqual(self.server_registrations(server), 0)
 
     @inlineCallbacks
+    def quiet_turn(self) -> Test:
+        """
+        Wait until no reactor turn has a batch sent in it (the end-of-turn
+        call of any earlier one has run).
+        """
+        while _protocol._TURN.reactor is not None:
+            yield _turn()
+
+    @inlineCallbacks
+    def test_later_batches_of_a_turn_leave_at_its_end(self) -> Test:
+        """
+        Of the connections that get a chunk in one reactor turn, the first
+        sends its reply at the end of its C{dataReceived}; the others leave
+        theirs in their transports until the end of the turn, when they go
+        out in order, still without a writer registration.
+        """
+        clients = [Client(), Client(), Client()]
+        servers = []
+        for client in clients:
+            servers.append((yield self.connect(echo, client)))
+        yield self.quiet_turn()
+        # One turn: the three chunks handled back to back, as the reactor
+        # does when one poll reports the three sockets readable.
+        for n, server in enumerate(servers):
+            server.dataReceived(b"line %d\r\n" % n)
+        first, second, third = (server.transport for server in servers)
+        self.assertEqual(first._tempDataLen, 0)  # type: ignore[union-attr]
+        self.assertEqual(second._tempDataLen, 8)  # type: ignore[union-attr]
+        self.assertEqual(third._tempDataLen, 8)  # type: ignore[union-attr]
+        self.assertEqual(_protocol._TURN.waiting, servers[1:])
+        for n, client in enumerate(clients):
+            yield client.wait_for(8)
+            self.assertEqual(bytes(client.received), b"line %d\r\n" % n)
+        self.assertEqual(_protocol._TURN.waiting, [])
+        for server in servers:
+            self.assertEqual(self.server_registrations(server), 0)
+
+    @inlineCallbacks
+    def test_connection_lost_before_its_turn_ends(self) -> Test:
+        """
+        A connection lost while its batch waits for the end of the turn is
+        skipped then: nothing is sent, nothing is registered, nothing fails,
+        and the other waiting batches still go out.
+        """
+        clients = [Client(), Client(), Client()]
+        servers = []
+        for client in clients:
+            servers.append((yield self.connect(echo, client)))
+        yield self.quiet_turn()
+        for n, server in enumerate(servers):
+            server.dataReceived(b"line %d\r\n" % n)
+        lost = servers[1].transport
+        assert lost is not None
+        lost.connectionLost(Failure(ConnectionLost()))  # type: ignore[attr-defined]
+        yield clients[2].wait_for(8)
+        yield clients[1].lost
+        self.assertEqual(bytes(clients[2].received), b"line 2\r\n")
+        self.assertEqual(bytes(clients[1].received), b"")
+        self.assertEqual(self.server_registrations(servers[1]), 0)
+
+    @inlineCallbacks
     def test_partial_send_falls_back_to_the_reactor(self) -> Test:
         """
         A reply larger than the kernel takes at once is sent in part; the
