@@ -1291,8 +1291,17 @@ How `StateProtocol` sends eagerly (kept: "Writes" in the module docstring of
   transport's back-pressure still pauses the handler in time.
 - *Where:* once per `dataReceived`, after every complete message in the
   chunk has been handled, so that one `send()` carries all the replies the
-  chunk produced. Writes made at other times (timers, side tasks) take the
-  ordinary `transport.write()` path and its next-turn send.
+  chunk produced; and when: the first connection to have a batch in a
+  reactor turn sends it at the end of its `dataReceived` and schedules one
+  `callLater(0)` for the end of the turn, while the other connections with
+  a batch in the same turn leave it in their transports until that call,
+  which sends them back to back. A lone exchange is answered at once; with
+  many connections ready in one poll, the replies leave together after all
+  of them are read (as Twisted's deferred write sends them, without its
+  writer registrations), so the client, woken by the first, finds the
+  others ready instead of being woken once per reply. Writes made at other
+  times (timers, side tasks) take the ordinary `transport.write()` path and
+  its next-turn send.
 - *What it gains:* when it was added (commit `210d538`, strace as here, 2
   shared cores, loaded), `StateProtocol`'s syscalls per echoed line went from
   6.01 to 3.00 at 1 connection (`epoll_ctl` 2.00 to 0.00, `epoll_wait` 2.00
@@ -1302,8 +1311,13 @@ How `StateProtocol` sends eagerly (kept: "Writes" in the module docstring of
   round trip, `bench/opcodes.py --lines 1`), and on the socket itself
   (commit `4b893bc`) the frames of `writeSomeData()` and `untilConcludes()`
   (with other chunk-path changes, 69,726 to 66,235 callgrind instructions
-  per round trip, `bench/opcodes.py --instructions --lines 1`). This run
-  measures it again: see the findings above and the table.
+  per round trip, `bench/opcodes.py --instructions --lines 1`). Sending the
+  later batches of a turn at its end (commit `a8bef92`) raised
+  `StateProtocol`'s ratio to `LineReceiver` in every echo cell; most at 100
+  connections (one line in flight: 1.10x to 1.47x; 32 in flight: 1.12x to
+  1.19x in one `bench/ab_echo.py` run of 5, 2 shared cores), at the cost
+  of one more `epoll_wait` per turn. This run measures it again: see the
+  findings above and the table.
 """
 
 
