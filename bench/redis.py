@@ -88,8 +88,12 @@ TARGETS = {(16, "asyncio"): 2.0, (16, "redis-server"): 0.3, (1, "asyncio"): 0.9}
 #: The longest a server may take to start (a safety net).
 DEADLINE = 60.0
 
-#: The longest one redis-benchmark run may take (a safety net).
+#: The longest one redis-benchmark run may take (a safety net), and, for a
+#: run sized to last some seconds, that many times its length: a client that
+#: stops getting replies (redis-benchmark spins when fakeredis drops a
+#: connection) is given up on in about a minute, not five.
 RUN_DEADLINE = 300.0
+RUN_DEADLINE_FACTOR = 30.0
 
 
 class Server:
@@ -439,7 +443,13 @@ def floor(runs: int, seconds: float, progress: IO[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def benchmark(port: int, pipeline: int, requests: int, test: str) -> float:
+def benchmark(
+    port: int,
+    pipeline: int,
+    requests: int,
+    test: str,
+    deadline: float = RUN_DEADLINE,
+) -> float:
     """
     Run redis-benchmark once for one test.
 
@@ -447,6 +457,7 @@ def benchmark(port: int, pipeline: int, requests: int, test: str) -> float:
     (fakeredis and inline commands) is still measured on the others.
 
     @param test: The test's C{-t} name (C{ping_inline}, C{set}, C{get}).
+    @param deadline: Seconds after which the run is given up on.
     @return: Requests/s.
     @raise RuntimeError: If it fails or reports an error.
     """
@@ -468,11 +479,11 @@ def benchmark(port: int, pipeline: int, requests: int, test: str) -> float:
     ]
     try:
         result = subprocess.run(
-            argv, capture_output=True, timeout=RUN_DEADLINE, check=False
+            argv, capture_output=True, timeout=deadline, check=False
         )
     except subprocess.TimeoutExpired:
         raise RuntimeError(
-            f"{' '.join(argv)}: no result after {RUN_DEADLINE:.0f} s"
+            f"{' '.join(argv)}: no result after {deadline:.0f} s"
         ) from None
     out = result.stdout.decode()
     err = result.stderr.decode()
@@ -536,7 +547,9 @@ def measure(
             for test in TESTS:
                 probe_n = 2000 if pipeline == 1 else 10000
                 try:
-                    rate = benchmark(server.port, pipeline, probe_n, test)
+                    rate = benchmark(
+                        server.port, pipeline, probe_n, test, 2 * RUN_DEADLINE_FACTOR
+                    )
                 except RuntimeError as e:
                     errors.setdefault(name, {})[f"-P {pipeline} {test}"] = str(e)
                     progress.write(f"{name} -P {pipeline} {test}: probe failed\n")
@@ -557,7 +570,13 @@ def measure(
                         continue
                     before = servers[name].cpu_seconds()
                     try:
-                        rate = benchmark(servers[name].port, pipeline, count, test)
+                        rate = benchmark(
+                            servers[name].port,
+                            pipeline,
+                            count,
+                            test,
+                            max(2.0, seconds) * RUN_DEADLINE_FACTOR,
+                        )
                     except RuntimeError as e:
                         errors.setdefault(name, {})[f"-P {pipeline} {test}"] = str(e)
                         # Not retried: a server that failed once (or hung)
