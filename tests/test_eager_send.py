@@ -337,6 +337,56 @@ class EagerSendTests(_Loopback):
         self.assertEqual(self.server_registrations(servers[1]), 0)
 
     @inlineCallbacks
+    def test_a_lone_connection_schedules_no_call(self) -> Test:
+        """
+        With one connection on the direct path, its batch is always the
+        first of its turn: sent from C{dataReceived}, with no end-of-turn
+        call scheduled; the count of such connections follows them.
+        """
+        self.assertEqual(_protocol._TURN.connections, 0)
+        client = Client()
+        server = yield self.connect(echo, client)
+        self.assertEqual(_protocol._TURN.connections, 1)
+        yield self.quiet_turn()
+        calls = len(reactor.getDelayedCalls())
+        server.dataReceived(b"alone\r\n")
+        self.assertEqual(server.transport._tempDataLen, 0)  # type: ignore[union-attr]
+        self.assertIsNone(_protocol._TURN.reactor)
+        self.assertEqual(len(reactor.getDelayedCalls()), calls)
+        yield client.wait_for(7)
+        yield _close(server, client)
+        self.assertEqual(_protocol._TURN.connections, 0)
+
+    @inlineCallbacks
+    def test_a_cancelled_end_of_turn_call_is_recovered(self) -> Test:
+        """
+        If the end-of-turn call is cancelled before it runs (trial's janitor
+        cancels leftover calls), the batches it was to send go out with the
+        next batch sent, and sending goes on as usual.
+        """
+        clients = [Client(), Client()]
+        servers = []
+        for client in clients:
+            servers.append((yield self.connect(echo, client)))
+        yield self.quiet_turn()
+        servers[0].dataReceived(b"a\r\n")
+        servers[1].dataReceived(b"b\r\n")
+        _protocol._TURN.call.cancel()
+        yield _turn()
+        waiting = servers[1].transport
+        self.assertEqual(waiting._tempDataLen, 3)  # type: ignore[union-attr]
+        servers[0].dataReceived(b"c\r\n")
+        yield clients[1].wait_for(3)
+        yield clients[0].wait_for(6)
+        self.assertEqual(bytes(clients[0].received), b"a\r\nc\r\n")
+        self.assertEqual(bytes(clients[1].received), b"b\r\n")
+        yield self.quiet_turn()
+        servers[1].dataReceived(b"d\r\n")
+        yield clients[1].wait_for(6)
+        for server in servers:
+            self.assertEqual(self.server_registrations(server), 0)
+
+    @inlineCallbacks
     def test_partial_send_falls_back_to_the_reactor(self) -> Test:
         """
         A reply larger than the kernel takes at once is sent in part; the

@@ -37,13 +37,18 @@ When it is sent: the first connection to have a batch in a reactor turn
 sends it at the end of its C{dataReceived}, and schedules a call for the end
 of the turn (C{callLater(0)}: after every event of that poll is handled);
 the other connections that get a batch in the same turn leave it in their
-send buffers, and that call sends them one after another. A lone exchange
-is answered at once; when many connections are ready together, their
+send buffers, and that call sends them one after another (a connection
+alone on the direct path is always first, and schedules nothing; a call
+cancelled from outside before it ran, as trial's janitor cancels leftover
+calls, is noticed by the next batch, which sends what it left). A lone
+exchange is answered at once; when many connections are ready together, their
 replies go out back to back after all of them are read, as Twisted's own
 deferred write sends them (but with no writer registration), so the peer on
 the other side of loopback, woken by the first, finds the others ready
 instead of being woken once per reply. Measured with C{bench/run.py}: see
-docs/benchmarks.md. A partial send, C{EAGAIN} or an error leaves the rest where
+docs/benchmarks.md.
+
+A partial send, C{EAGAIN} or an error leaves the rest where
 C{doWrite()} leaves a partial send, for the reactor (the socket is
 registered for writing then), whose own C{doWrite()} sends it or meets the
 error again and reports it. The send is done only when nothing from an
@@ -477,6 +482,7 @@ class StateProtocol(Protocol):
             and all(hasattr(transport, name) for name in _DIRECT_NEEDS)
         ):
             self._direct = transport
+            _TURN.connections += 1
         if self.idle_timeout is not None:
             self._last_received = self.clock.seconds()
             self._idle_timer = self.clock.callLater(self.idle_timeout, self._idle_check)
@@ -547,10 +553,17 @@ class StateProtocol(Protocol):
                     # (see "Writes" in the module docstring).
                     turn = _TURN
                     reactor = turn.reactor
-                    if reactor is None:
+                    if reactor is None or not turn.call.active():
                         self._send_batch(direct)
-                        reactor = turn.reactor = direct.reactor
-                        reactor.callLater(0, _end_turn)
+                        if turn.waiting:
+                            # Left by a turn whose call was cancelled from
+                            # outside (trial's janitor cancels leftovers).
+                            _end_turn()
+                        if turn.connections > 1:
+                            # Others may have a batch in this turn. (A lone
+                            # connection needs no call: it is always first.)
+                            reactor = turn.reactor = direct.reactor
+                            turn.call = reactor.callLater(0, _end_turn)
                     elif reactor is direct.reactor:
                         turn.waiting.append(self)
                     else:
@@ -585,6 +598,8 @@ class StateProtocol(Protocol):
 
         @param reason: Why the connection was lost.
         """
+        if self._direct is not None and self.state is not ConnectionState.CLOSED:
+            _TURN.connections -= 1
         self.state = ConnectionState.CLOSED
         self.disconnect_reason = reason
         timer = self._idle_timer
@@ -1586,14 +1601,18 @@ class _Turn:
 
     @ivar reactor: The reactor whose turn it is, from the first batch sent
         in it until L{_end_turn} runs; C{None} between turns.
+    @ivar call: The reactor's call of L{_end_turn} for that turn.
     @ivar waiting: The protocols whose batches wait, in arrival order.
+    @ivar connections: How many connections take the direct path now.
     """
 
-    __slots__ = ("reactor", "waiting")
+    __slots__ = ("call", "connections", "reactor", "waiting")
 
     def __init__(self) -> None:
         self.reactor: Any = None
+        self.call: Any = None
         self.waiting: list[StateProtocol] = []
+        self.connections = 0
 
 
 _TURN = _Turn()
@@ -1605,16 +1624,20 @@ def _end_turn() -> None:
     they were made. A connection lost meanwhile is skipped (its bytes go
     nowhere, as with any transport); anything else that changed since (the
     connection closing, TLS started, a pause) is for L{_send_batch}'s own
-    checks, which fall back to the transport's ordinary write path.
+    checks, which fall back to the transport's ordinary write path. One
+    batch's unexpected error is logged and does not keep the others back.
     """
     turn = _TURN
     waiting = turn.waiting
-    turn.reactor = None
     turn.waiting = []
+    turn.reactor = None
     for proto in waiting:
         direct = proto._direct
         if direct is not None and direct.connected and direct._tempDataLen:
-            proto._send_batch(direct)
+            try:
+                proto._send_batch(direct)
+            except Exception:
+                _log.failure("sending {protocol!r}'s replies", protocol=proto)
 
 
 def _fired(data: bytes) -> Deferred[bytes]:
