@@ -337,27 +337,6 @@ class EagerSendTests(_Loopback):
         self.assertEqual(self.server_registrations(servers[1]), 0)
 
     @inlineCallbacks
-    def test_a_lone_connection_schedules_no_call(self) -> Test:
-        """
-        With one connection on the direct path, its batch is always the
-        first of its turn: sent from C{dataReceived}, with no end-of-turn
-        call scheduled; the count of such connections follows them.
-        """
-        self.assertEqual(_protocol._TURN.connections, 0)
-        client = Client()
-        server = yield self.connect(echo, client)
-        self.assertEqual(_protocol._TURN.connections, 1)
-        yield self.quiet_turn()
-        calls = len(reactor.getDelayedCalls())
-        server.dataReceived(b"alone\r\n")
-        self.assertEqual(server.transport._tempDataLen, 0)  # type: ignore[union-attr]
-        self.assertIsNone(_protocol._TURN.reactor)
-        self.assertEqual(len(reactor.getDelayedCalls()), calls)
-        yield client.wait_for(7)
-        yield _close(server, client)
-        self.assertEqual(_protocol._TURN.connections, 0)
-
-    @inlineCallbacks
     def test_a_cancelled_end_of_turn_call_is_recovered(self) -> Test:
         """
         If the end-of-turn call is cancelled before it runs (trial's janitor
