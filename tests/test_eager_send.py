@@ -285,6 +285,26 @@ class EagerSendTests(_Loopback):
             yield _turn()
 
     @inlineCallbacks
+    def one_turn(
+        self, count: int
+    ) -> Generator[Any, Any, tuple[list[Client], list[Server]]]:
+        """
+        Connect C{count} echo servers and clients, wait for a quiet turn,
+        then hand each server a line (C{line <n>}) back to back, as the
+        reactor does when one poll reports every socket readable.
+
+        @return: The clients and the servers, in the same order.
+        """
+        clients = [Client() for _ in range(count)]
+        servers = []
+        for client in clients:
+            servers.append((yield self.connect(echo, client)))
+        yield self.quiet_turn()
+        for n, server in enumerate(servers):
+            server.dataReceived(b"line %d\r\n" % n)
+        return clients, servers
+
+    @inlineCallbacks
     def test_later_batches_of_a_turn_leave_at_its_end(self) -> Test:
         """
         Of the connections that get a chunk in one reactor turn, the first
@@ -292,15 +312,7 @@ class EagerSendTests(_Loopback):
         theirs in their transports until the end of the turn, when they go
         out in order, still without a writer registration.
         """
-        clients = [Client(), Client(), Client()]
-        servers = []
-        for client in clients:
-            servers.append((yield self.connect(echo, client)))
-        yield self.quiet_turn()
-        # One turn: the three chunks handled back to back, as the reactor
-        # does when one poll reports the three sockets readable.
-        for n, server in enumerate(servers):
-            server.dataReceived(b"line %d\r\n" % n)
+        clients, servers = yield self.one_turn(3)
         first, second, third = (server.transport for server in servers)
         self.assertEqual(first._tempDataLen, 0)  # type: ignore[union-attr]
         self.assertEqual(second._tempDataLen, 8)  # type: ignore[union-attr]
@@ -320,13 +332,7 @@ class EagerSendTests(_Loopback):
         skipped then: nothing is sent, nothing is registered, nothing fails,
         and the other waiting batches still go out.
         """
-        clients = [Client(), Client(), Client()]
-        servers = []
-        for client in clients:
-            servers.append((yield self.connect(echo, client)))
-        yield self.quiet_turn()
-        for n, server in enumerate(servers):
-            server.dataReceived(b"line %d\r\n" % n)
+        clients, servers = yield self.one_turn(3)
         lost = servers[1].transport
         assert lost is not None
         lost.connectionLost(Failure(ConnectionLost()))  # type: ignore[attr-defined]
@@ -343,25 +349,19 @@ class EagerSendTests(_Loopback):
         cancels leftover calls), the batches it was to send go out with the
         next batch sent, and sending goes on as usual.
         """
-        clients = [Client(), Client()]
-        servers = []
-        for client in clients:
-            servers.append((yield self.connect(echo, client)))
-        yield self.quiet_turn()
-        servers[0].dataReceived(b"a\r\n")
-        servers[1].dataReceived(b"b\r\n")
+        clients, servers = yield self.one_turn(2)
         _protocol._TURN.call.cancel()
         yield _turn()
         waiting = servers[1].transport
-        self.assertEqual(waiting._tempDataLen, 3)  # type: ignore[union-attr]
+        self.assertEqual(waiting._tempDataLen, 8)  # type: ignore[union-attr]
         servers[0].dataReceived(b"c\r\n")
-        yield clients[1].wait_for(3)
-        yield clients[0].wait_for(6)
-        self.assertEqual(bytes(clients[0].received), b"a\r\nc\r\n")
-        self.assertEqual(bytes(clients[1].received), b"b\r\n")
+        yield clients[1].wait_for(8)
+        yield clients[0].wait_for(11)
+        self.assertEqual(bytes(clients[0].received), b"line 0\r\nc\r\n")
+        self.assertEqual(bytes(clients[1].received), b"line 1\r\n")
         yield self.quiet_turn()
         servers[1].dataReceived(b"d\r\n")
-        yield clients[1].wait_for(6)
+        yield clients[1].wait_for(11)
         for server in servers:
             self.assertEqual(self.server_registrations(server), 0)
 

@@ -301,6 +301,30 @@ class _Waiter(Protocol):
         """
 
 
+def _get_callbacks(self: Any) -> list[Any]:
+    """
+    The callback list, made empty the first time it is asked for: what
+    L{Deferred}'s own methods read and append to.
+    """
+    chain: list[Any] | None = self._chain
+    if chain is None:
+        chain = self._chain = []
+    return chain
+
+
+def _set_callbacks(self: Any, chain: list[Any]) -> None:
+    """
+    Replace the callback list, as L{Deferred.__init__} and
+    C{inlineCallbacks}' cancellation do.
+    """
+    self._chain = chain
+
+
+#: C{_callbacks} of L{DirectDeferred} and L{FiredDeferred}: a property over
+#: their C{_chain}, which holds C{None} until a callback list is needed.
+_LAZY_CALLBACKS = property(_get_callbacks, _set_callbacks)
+
+
 class DirectDeferred(Deferred[_T]):
     """
     A L{Deferred} that resumes a L{Coroutine} waiting on it without a
@@ -358,24 +382,7 @@ class DirectDeferred(Deferred[_T]):
         elif canceller is not None:
             self._canceller = canceller
 
-    @property
-    def _callbacks(self) -> list[Any]:
-        """
-        The callback list, made empty the first time it is asked for: what
-        L{Deferred}'s own methods read and append to.
-        """
-        chain = self._chain
-        if chain is None:
-            chain = self._chain = []
-        return chain
-
-    @_callbacks.setter
-    def _callbacks(self, chain: list[Any]) -> None:
-        """
-        Replace the callback list, as L{Deferred.__init__} and
-        C{inlineCallbacks}' cancellation do.
-        """
-        self._chain = chain
+    _callbacks = _LAZY_CALLBACKS
 
     def callback(self, result: _T | Failure) -> None:
         """
@@ -481,23 +488,7 @@ class FiredDeferred(Deferred[_T]):
     #: The callback list once something has asked for it.
     _chain: list[Any] | None = None
 
-    @property
-    def _callbacks(self) -> list[Any]:
-        """
-        The callback list, made empty the first time it is asked for: what
-        L{Deferred}'s own methods read and append to.
-        """
-        chain = self._chain
-        if chain is None:
-            chain = self._chain = []
-        return chain
-
-    @_callbacks.setter
-    def _callbacks(self, chain: list[Any]) -> None:
-        """
-        Replace the callback list, as L{Deferred}'s own code may.
-        """
-        self._chain = chain
+    _callbacks = _LAZY_CALLBACKS
 
 
 @final
