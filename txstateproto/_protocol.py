@@ -46,8 +46,7 @@ many connections are ready together, their replies go out back to back
 after all of them are read, as Twisted's own deferred write sends them (but
 with no writer registration), so the peer on the other side of loopback,
 woken by the first, finds the others ready instead of being woken once per
-reply. Measured with C{bench/run.py}: see
-docs/benchmarks.md.
+reply. Measured with C{bench/run.py}: see docs/benchmarks.md.
 
 A partial send, C{EAGAIN} or an error leaves the rest where
 C{doWrite()} leaves a partial send, for the reactor (the socket is
