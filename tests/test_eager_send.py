@@ -286,19 +286,20 @@ class EagerSendTests(_Loopback):
 
     @inlineCallbacks
     def one_turn(
-        self, count: int
+        self, count: int, script: Callable[[Server], Body] = echo
     ) -> Generator[Any, Any, tuple[list[Client], list[Server]]]:
         """
-        Connect C{count} echo servers and clients, wait for a quiet turn,
-        then hand each server a line (C{line <n>}) back to back, as the
-        reactor does when one poll reports every socket readable.
+        Connect C{count} servers running C{script} (by default L{echo}) and
+        their clients, wait for a quiet turn, then hand each server a line
+        (C{line <n>}) back to back, as the reactor does when one poll
+        reports every socket readable.
 
         @return: The clients and the servers, in the same order.
         """
         clients = [Client() for _ in range(count)]
         servers = []
         for client in clients:
-            servers.append((yield self.connect(echo, client)))
+            servers.append((yield self.connect(script, client)))
         yield self.quiet_turn()
         for n, server in enumerate(servers):
             server.dataReceived(b"line %d\r\n" % n)
@@ -322,6 +323,35 @@ class EagerSendTests(_Loopback):
             yield client.wait_for(8)
             self.assertEqual(bytes(client.received), b"line %d\r\n" % n)
         self.assertEqual(_protocol._TURN.waiting, [])
+        for server in servers:
+            self.assertEqual(self.server_registrations(server), 0)
+
+    @inlineCallbacks
+    def test_drain_leaves_a_small_batch_for_the_end_of_the_turn(self) -> Test:
+        """
+        A handler that waits on C{drain} after each reply (as a server
+        bounding its replies does) gets a fired Deferred while the batch is
+        far below the transport's C{bufferSize}, and the batch still waits
+        for the end of the turn like the others.
+        """
+        answers: list[bool] = []
+
+        def echo_and_drain(p: Server) -> Body:
+            while True:
+                line = yield p.read_line()
+                p.write_line(line)
+                writable = p.drain()
+                answers.append(writable.called)
+                yield writable
+
+        clients, servers = yield self.one_turn(3, echo_and_drain)
+        self.assertEqual(answers, [True, True, True])
+        self.assertEqual(servers[1].transport._tempDataLen, 8)  # type: ignore[union-attr]
+        self.assertEqual(servers[2].transport._tempDataLen, 8)  # type: ignore[union-attr]
+        self.assertEqual(_protocol._TURN.waiting, servers[1:])
+        for n, client in enumerate(clients):
+            yield client.wait_for(8)
+            self.assertEqual(bytes(client.received), b"line %d\r\n" % n)
         for server in servers:
             self.assertEqual(self.server_registrations(server), 0)
 

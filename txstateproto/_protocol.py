@@ -60,11 +60,15 @@ otherwise the batch is registered for writing as C{write()} would have.
 Ordering is kept: C{self.transport.write()} appends to the same buffer, and
 C{start_tls} (which flips the transport's C{TLS} flag) sends the bytes
 already buffered in plaintext before the handshake, every later write going
-through TLS. Back-pressure is kept: a batch past C{_BATCH_MAX} bytes, and any
-batch when L{StateProtocol.drain} is called, is handed to the transport
-(which may pause us) at once. Every other transport (TLS layers, wrappers,
-UNIX sockets, the IOCP reactor, test transports) takes the ordinary
-C{transport.write()} path.
+through TLS. Back-pressure is kept: a batch past C{_BATCH_MAX} bytes is
+handed to the transport (which may pause us) at once, and so is one that
+L{StateProtocol.drain} finds would take the transport's buffer past its
+C{bufferSize}, where the transport's own C{write()} would have paused us; a
+smaller one stays for the end of the turn, and C{drain} gives the answer the
+transport would give (so a server that drains after every reply still has
+its replies sent with the others of the turn). Every other transport (TLS
+layers, wrappers, UNIX sockets, the IOCP reactor, test transports) takes the
+ordinary C{transport.write()} path.
 
 Memory is bounded whatever the peer sends: a pending line read fails as soon
 as the buffer holds more than the limit without the delimiter, and when no
@@ -126,6 +130,7 @@ _DIRECT_NEEDS = (
     "_tempDataLen",
     "_writeDisconnected",
     "_writeDisconnecting",
+    "bufferSize",
     "connected",
     "dataBuffer",
     "disconnecting",
@@ -1261,12 +1266,22 @@ class StateProtocol(Protocol):
         """
         if self.state is ConnectionState.CLOSED:
             return fail(self._closed_error())
-        if self._batching and self._direct._tempDataLen:
-            # Let the transport see what is collected, so that its
-            # back-pressure decides the answer.
-            self._send_batch(self._direct)
+        if self._batching:
+            direct = self._direct
+            collected = direct._tempDataLen
+            if (
+                collected
+                and collected + len(direct.dataBuffer) - direct.offset
+                > direct.bufferSize
+            ):
+                # Past the transport's high-water mark, where its own
+                # write() would pause us: hand the batch over, so that its
+                # back-pressure decides the answer. Below it the answer is
+                # the transport's current one, and the batch stays for the
+                # end of the turn (sent with the others of the turn).
+                self._send_batch(direct)
         if not self._write_paused:
-            return succeed(None)
+            return _fired(None)
         # A bound method, not a closure over the list: the list would hold
         # the Deferred and the Deferred the list, a cycle per drain.
         d: Deferred[None] = Deferred(self._cancel_drain)
@@ -1635,17 +1650,18 @@ def _end_turn() -> None:
                 _log.failure("sending {protocol!r}'s replies", protocol=proto)
 
 
-def _fired(data: bytes) -> Deferred[bytes]:
+def _fired(data: _T) -> Deferred[_T]:
     """
     L{succeed} without a call of C{Deferred.__init__}: a read the buffer
-    satisfies returns one of these per message, which makes its cost a
-    measurable share of a pipelined line's. A L{FiredDeferred}: one store,
+    satisfies returns one of these per message, and L{drain} one per call
+    when the transport takes more, which makes its cost a measurable share
+    of a pipelined line's. A L{FiredDeferred}: one store,
     no callback list unless something adds a callback.
     """
     if Deferred.debug:
         # Deferred debugging on: let __init__ record the creator's stack.
         return succeed(data)
-    d: Deferred[bytes] = _new_deferred(FiredDeferred)
+    d: Deferred[_T] = _new_deferred(FiredDeferred)
     d.result = data
     return d
 
