@@ -105,18 +105,23 @@ class Server:
     """
 
     def __init__(
-        self, name: str, argv: list[str], find_port: Callable[[IO[bytes]], int]
+        self,
+        name: str,
+        argv: list[str],
+        find_port: Callable[[IO[bytes]], int],
+        root: Path = ROOT,
     ):
         """
-        Start C{argv} and learn its port with C{find_port} (reading its
-        output), then wait until it answers PING.
+        Start C{argv} in C{root} (a checkout, also its C{PYTHONPATH}) and
+        learn its port with C{find_port} (reading its output), then wait
+        until it answers PING.
         """
         self.name = name
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = str(root)
         self.process = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -129,7 +134,7 @@ class Server:
             self.stop()
             raise
         # Drain its output from now on, so a chatty server never blocks.
-        self._log = RESULTS / f"server-redis-{name}.log"
+        self._log = RESULTS / f"server-redis-{name.replace('/', '_')}.log"
         self._drain = subprocess.Popen(
             ["cat"], stdin=self.process.stdout, stdout=self._log.open("wb")
         )
@@ -206,11 +211,15 @@ def _wait_for_pong(port: int) -> None:
     raise RuntimeError(f"nothing answered PING on 127.0.0.1:{port}")
 
 
-def start_servers(names: list[str] | None = None) -> dict[str, Server]:
+def start_servers(
+    names: list[str] | None = None, before: Path | None = None
+) -> dict[str, Server]:
     """
     Start the servers.
 
     @param names: Which of L{NAMES} to start; all by default.
+    @param before: Another checkout (a git worktree of an earlier commit):
+        its kvstore is started too, as C{before}, the same way.
     @return: The servers, by name.
     """
     port = _free_port()
@@ -274,6 +283,9 @@ def start_servers(names: list[str] | None = None) -> dict[str, Server]:
         for name in names or NAMES:
             argv, find_port = starts[name]
             servers[name] = Server(name, argv, find_port)
+        if before is not None:
+            argv, find_port = starts["kvstore"]
+            servers["before"] = Server("before", argv, find_port, before)
     except BaseException:
         for server in servers.values():
             server.stop()
@@ -440,6 +452,62 @@ def floor(runs: int, seconds: float, progress: IO[str]) -> str:
             + " | ".join(summary(rates[(n, pipeline)]) for n in names)
             + " |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def ab(before: Path, runs: int, seconds: float, progress: IO[str]) -> str:
+    """
+    Measure this checkout's kvstore against another's (C{before}), with the
+    asyncio server beside them, on every test and mode, in one run.
+
+    @param before: The other checkout.
+    @param runs: How many times to measure each.
+    @param seconds: About how long one measurement lasts.
+    @param progress: Where to write each measurement as it is made.
+    @return: The Markdown report.
+    """
+    servers = start_servers(["asyncio", "kvstore"], before)
+    try:
+        samples, cpu, errors = measure(servers, runs, seconds, progress)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    def within(table: dict[str, Any], a: str, b: str, p: int, t: str) -> str:
+        pairs = zip(table[a][p][t], table[b][p][t], strict=False)
+        return summary([x / y for x, y in pairs if y])
+
+    lines = [
+        f"# redis-benchmark: the kvstore against its version in {before}",
+        "",
+        f"`redis-benchmark -c 50`, medians of {runs} runs (min-max), the "
+        f"servers' order rotated from run to run; ratios within each run. "
+        f"redis-benchmark shares the {os.cpu_count()} CPU(s) with the server.",
+        "",
+        "| test | -P | asyncio | before | kvstore | kvstore / before "
+        "| before / asyncio | kvstore / asyncio | CPU/req before | CPU/req "
+        "kvstore | CPU before / kvstore |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pipeline in PIPELINES:
+        for test in TESTS.values():
+            rates = [
+                summary(samples[n][pipeline][test])
+                for n in ("asyncio", "before", "kvstore")
+            ]
+            lines.append(
+                f"| {test} | {pipeline} | "
+                + " | ".join(rates)
+                + f" | {within(samples, 'kvstore', 'before', pipeline, test)}"
+                + f" | {within(samples, 'before', 'asyncio', pipeline, test)}"
+                + f" | {within(samples, 'kvstore', 'asyncio', pipeline, test)}"
+                + f" | {summary(cpu['before'][pipeline][test])}"
+                + f" | {summary(cpu['kvstore'][pipeline][test])}"
+                + f" | {within(cpu, 'before', 'kvstore', pipeline, test)} |"
+            )
+    for name, by_mode in errors.items():
+        for what, message in by_mode.items():
+            lines.append(f"\nError: {name} `{what}`: {message.strip()[-200:]}")
     return "\n".join(lines) + "\n"
 
 
@@ -759,6 +827,13 @@ def main(argv: list[str] | None = None) -> int:
         help="PING_INLINE only: the kvstore's CPU per request beside a bare "
         "Twisted Protocol's",
     )
+    parser.add_argument(
+        "--ab",
+        type=Path,
+        metavar="CHECKOUT",
+        help="this checkout's kvstore against the one in CHECKOUT (a git "
+        "worktree of an earlier commit), with the asyncio server",
+    )
     options = parser.parse_args(argv)
     runs = options.runs or (1 if options.quick else 5)
     seconds = options.seconds or (0.5 if options.quick else 2.0)
@@ -772,6 +847,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if options.ab is not None:
+        text = ab(options.ab.resolve(), runs, seconds, sys.stderr)
+        text += f"\nCommand: `python bench/redis.py {' '.join(sys.argv[1:])}`\n"
+        sys.stdout.write(text)
+        (RESULTS / "redis-ab.md").write_text(text)
+        return 0
     if options.floor:
         text = floor(runs, seconds, sys.stderr)
         text += f"\nCommand: `python bench/redis.py {' '.join(sys.argv[1:])}`\n"
