@@ -301,7 +301,11 @@ def start_servers(
 #: bare Twisted Protocol with transport.write(); "eager", the same sending
 #: at once on the socket; "stateproto", a StateProtocol handler that waits
 #: for a byte, takes the rest of the buffer with take_scanned() and writes
-#: (StateProtocol's eager send included): the least a handler on it costs.
+#: (StateProtocol's eager send included): the least a handler on it costs;
+#: "parse", the eager bare Protocol that parses the inline commands it
+#: answers (lines kept across reads, each split into arguments, its name
+#: looked up in a table): the least a Python server on Twisted that reads
+#: its commands costs, with no framework at all.
 FLOOR_SERVER = """
 import sys
 from twisted.internet import epollreactor
@@ -325,9 +329,11 @@ def reply_to(data):
 
 class Floor(Protocol):
     def dataReceived(self, data):
-        reply = reply_to(data)
+        self.send(reply_to(data))
+
+    def send(self, reply):
         queued = self.transport.dataBuffer or self.transport._tempDataLen
-        if MODE == "eager" and not queued:
+        if MODE != "write" and not queued:
             # Sent at once, as asyncio's transport (and StateProtocol's
             # eager send) does; what the socket does not take is left to
             # the transport.
@@ -351,7 +357,29 @@ class StateFloor(StateProtocol):
             self.write(reply_to(first + (self.take_scanned(rest, 65536) or b"")))
 
 
-protocol = StateFloor if MODE == "stateproto" else Floor
+INLINE = {b"ping": b"+PONG\\r\\n"}
+UNKNOWN = b"-ERR unknown command\\r\\n"
+
+
+class Parsing(Floor):
+    partial = b""
+
+    def dataReceived(self, data):
+        if b"*" in data:
+            # Multibulk: only the CONFIG GETs at start, in this mode.
+            self.send(reply_to(data))
+            return
+        lines = (self.partial + data).split(b"\\n")
+        self.partial = lines.pop()
+        replies = []
+        for line in lines:
+            args = line.split()
+            if args:
+                replies.append(INLINE.get(args[0].lower(), UNKNOWN))
+        self.send(b"".join(replies))
+
+
+protocol = {"stateproto": StateFloor, "parse": Parsing}.get(MODE, Floor)
 port = reactor.listenTCP(0, Factory.forProtocol(protocol), interface="127.0.0.1")
 print("PORT", port.getHost().port, "LOOP epoll", flush=True)
 reactor.run()
@@ -376,6 +404,7 @@ def floor(runs: int, seconds: float, progress: IO[str]) -> str:
             ("floor", "write"),
             ("eager floor", "eager"),
             ("StateProtocol floor", "stateproto"),
+            ("parsing floor", "parse"),
         ):
             servers[name] = Server(
                 name,
@@ -403,7 +432,14 @@ def floor(runs: int, seconds: float, progress: IO[str]) -> str:
     finally:
         for server in servers.values():
             server.stop()
-    names = ["floor", "eager floor", "StateProtocol floor", "asyncio", "kvstore"]
+    names = [
+        "floor",
+        "eager floor",
+        "StateProtocol floor",
+        "parsing floor",
+        "asyncio",
+        "kvstore",
+    ]
     lines = [
         "# PING_INLINE: the kvstore against a bare Twisted Protocol",
         "",
@@ -416,7 +452,11 @@ def floor(runs: int, seconds: float, progress: IO[str]) -> str:
         f"through StateProtocol). The StateProtocol floor is the least a "
         f"StateProtocol handler does per read (wait for a byte, take the "
         f"rest of the buffer with `take_scanned`, write a fixed reply): "
-        f"what any server on StateProtocol pays. asyncio is "
+        f"what any server on StateProtocol pays. The parsing floor is the "
+        f"eager bare `Protocol` parsing what it answers (lines kept across "
+        f"reads, split into arguments, the name looked up in a table): the "
+        f"least any Python server on Twisted that reads its commands pays, "
+        f"with no framework. asyncio is "
         f"`bench/servers/asyncio_resp.py`. The ratios are the asyncio "
         f"server's CPU per request over each one's (at least 2 with `-P 16` "
         f"and 0.9 without is what issue 7 asks of the kvstore), computed "
