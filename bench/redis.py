@@ -6,6 +6,8 @@ Usage, from the checkout root::
     .venv/bin/python bench/redis.py              # 5 runs, ~2 s per measurement
     .venv/bin/python bench/redis.py --quick      # 1 run, ~0.5 s per measurement
     .venv/bin/python bench/redis.py --json bench/results/redis.json
+    .venv/bin/python bench/redis.py --floor      # PING_INLINE beside floors
+    .venv/bin/python bench/redis.py --ab /tmp/before  # against a worktree
 
 It needs C{redis-server} and C{redis-benchmark} (Debian: C{apt-get install
 redis-server redis-tools}) and fakeredis with its TCP server in the venv
@@ -36,11 +38,19 @@ all threads), which other load on the machine moves much less than
 requests/s, and the peers' CPU per request over the kvstore's.
 
 With C{--floor}, it measures instead how much of the kvstore's time per
-unpipelined request is the reactor's: PING_INLINE, C{-P 1} and C{-P 16},
-against the kvstore and a bare Twisted C{Protocol} on the same reactor
-(C{epoll}) that answers each request with a fixed reply (no parse, no
-StateProtocol, no store), reporting each one's server CPU time per request
-and their difference, medians of C{--runs}.
+request is the reactor's, the framework's and its own: PING_INLINE, C{-P 1}
+and C{-P 16}, against the kvstore, the asyncio server and four floors on the
+same reactor (C{epoll}), from a bare Twisted C{Protocol} answering a fixed
+reply per request (no parse, no StateProtocol, no store) to one parsing the
+inline commands it answers (L{FLOOR_SERVER}), reporting each one's server
+CPU time per request, and the asyncio server's over each, medians of
+C{--runs}.
+
+With C{--ab CHECKOUT}, it measures this checkout's kvstore against the one
+in C{CHECKOUT} (a git worktree of an earlier commit: C{git worktree add
+/tmp/before <commit>}), with the asyncio server beside them, every test and
+mode, and reports the ratios within each run: for deciding whether a change
+is worth a full run.
 
 The client (redis-benchmark) and the server share the machine's cores; on
 a two-core machine that is one core each at best, with whatever else runs
