@@ -1286,9 +1286,13 @@ How `StateProtocol` sends eagerly (kept: "Writes" in the module docstring of
   for writing, so the reactor sends the rest when it can, or its own
   `doWrite()` meets the error again and reports it. If any condition above
   fails, the
-  batch is registered for writing in the same way. A batch past 64 KiB, and
-  any batch when `drain()` is called, is handed over at once, so the
-  transport's back-pressure still pauses the handler in time.
+  batch is registered for writing in the same way. A batch past 64 KiB is
+  handed over at once, and so is one that `drain()` finds would take the
+  transport past its `bufferSize` (where its own `write()` would pause the
+  handler), so the transport's back-pressure still pauses the handler in
+  time; a smaller one stays for the end of the turn, and `drain()` answers
+  as the transport would, so a handler that drains after every reply (as
+  the echo and kvstore examples do) keeps its replies batched.
 - *Where:* once per `dataReceived`, after every complete message in the
   chunk has been handled, so that one `send()` carries all the replies the
   chunk produced; and when: the first connection to have a batch in a
