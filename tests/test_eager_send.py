@@ -60,6 +60,7 @@ class Server(StateProtocol):
         self._script = script
         self.made: Deferred[Server] = Deferred()
         self.paused: Deferred[None] = Deferred()
+        self.drained: list[bool] = []
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -209,6 +210,19 @@ def echo(p: Server) -> Body:
         p.write_line(line)
 
 
+def echo_and_drain(p: Server) -> Body:
+    """
+    Echo every line, waiting on C{drain} after each reply (as the echo
+    example does); record in C{p.drained} whether each had fired at once.
+    """
+    while True:
+        line = yield p.read_line()
+        p.write_line(line)
+        writable = p.drain()
+        p.drained.append(writable.called)
+        yield writable
+
+
 class EagerSendTests(_Loopback):
     """
     Replies written while a chunk is handled leave at the end of that
@@ -334,18 +348,8 @@ class EagerSendTests(_Loopback):
         far below the transport's C{bufferSize}, and the batch still waits
         for the end of the turn like the others.
         """
-        answers: list[bool] = []
-
-        def echo_and_drain(p: Server) -> Body:
-            while True:
-                line = yield p.read_line()
-                p.write_line(line)
-                writable = p.drain()
-                answers.append(writable.called)
-                yield writable
-
         clients, servers = yield self.one_turn(3, echo_and_drain)
-        self.assertEqual(answers, [True, True, True])
+        self.assertEqual([server.drained for server in servers], [[True]] * 3)
         self.assertEqual(servers[1].transport._tempDataLen, 8)  # type: ignore[union-attr]
         self.assertEqual(servers[2].transport._tempDataLen, 8)  # type: ignore[union-attr]
         self.assertEqual(_protocol._TURN.waiting, servers[1:])
@@ -354,6 +358,31 @@ class EagerSendTests(_Loopback):
             self.assertEqual(bytes(client.received), b"line %d\r\n" % n)
         for server in servers:
             self.assertEqual(self.server_registrations(server), 0)
+
+    @inlineCallbacks
+    def test_drain_after_each_reply_keeps_a_chunk_in_one_send(self) -> Test:
+        """
+        Pipelined lines answered with C{drain} after each reply (the echo
+        example's loop) leave in one C{send()}, as without the drains.
+        """
+        client = Client()
+        server = yield self.connect(echo_and_drain, client)
+        transport = server.transport
+        assert transport is not None
+        sent: list[bytes] = []
+
+        def record(send: Callable[[bytes], int], data: bytes) -> int:
+            sent.append(data)
+            return send(data)
+
+        transport.socket = _Socket(transport.socket, record)  # type: ignore[attr-defined]
+        yield self.quiet_turn()
+        lines = b"one\r\ntwo\r\nthree\r\n"
+        server.dataReceived(lines)
+        yield client.wait_for(len(lines))
+        self.assertEqual(bytes(client.received), lines)
+        self.assertEqual(sent, [lines])
+        self.assertEqual(self.server_registrations(server), 0)
 
     @inlineCallbacks
     def test_connection_lost_before_its_turn_ends(self) -> Test:
