@@ -17,9 +17,13 @@ runs them one after another, appending each encoded reply to a list, and
 only when nothing complete is left does it fall back to L{read_command}:
 for an incomplete command, which it waits for, and for input of a form
 C{take_commands} leaves to it (quoted lines, long arguments, errors).
-Before waiting it joins the list and makes one transport write. So a
-segment of N commands costs one parse call, one engine resume and one
-write, and the client gets its replies in one segment. The list is also
+Before waiting it joins the list and makes one transport write; it then
+waits for the next command's first byte with a bare C{read_exactly(1)}
+(resumed by the engine without a callback chain) and takes the rest of
+that chunk with L{txstateproto.protocols.resp.take_commands_after}, again
+with no Deferred. So a segment of N commands costs one parse call, one
+engine resume and one write, and the client gets its replies in one
+segment. The list is also
 flushed every L{KVStoreProtocol.max_pending_replies} replies, and after each
 flush the loop waits for L{StateProtocol.drain}: a client that sends
 without reading its replies stops being read, instead of growing our
@@ -59,6 +63,7 @@ from txstateproto.protocols.resp import (
     read_commands,
     read_commands_after,
     take_commands,
+    take_commands_after,
 )
 
 __all__ = ["KVStoreProtocol"]
@@ -175,14 +180,24 @@ class KVStoreProtocol(StateProtocol):
                         if not writable.called or writable.result is not None:
                             yield writable
                     first = yield self.read_exactly(1)
-                    pending = read_commands_after(self, first, max_bulk, limit)
                     # Commands that arrive together run at one instant.
                     now = -1
+                    # The usual case: the rest of the chunk taken at once,
+                    # with no Deferred; what it leaves (incomplete, odd or
+                    # bad) is read_commands_after's.
+                    batch = take_commands_after(self, first, max_bulk, limit)
+                    pending = (
+                        None
+                        if batch
+                        else read_commands_after(self, first, max_bulk, limit)
+                    )
                 else:
                     # Buffered, but incomplete, odd or bad: read_commands
                     # has read_command's exact rules and errors.
                     pending = read_commands(self, max_bulk, limit)
-                if pending.called and type(pending.result) is list:
+                if pending is None:
+                    pass
+                elif pending.called and type(pending.result) is list:
                     # Buffered: take it without a trip through the engine.
                     batch = pending.result
                 else:

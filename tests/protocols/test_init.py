@@ -25,6 +25,7 @@ _MODULES = {
         "read_commands",
         "read_commands_after",
         "take_commands",
+        "take_commands_after",
         "write_reply",
     },
 }

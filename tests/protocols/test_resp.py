@@ -40,6 +40,7 @@ from txstateproto.protocols import (
     read_commands,
     read_commands_after,
     take_commands,
+    take_commands_after,
     write_reply,
 )
 from txstateproto.testing import ProtocolHarness
@@ -1488,7 +1489,8 @@ class _AfterReader(_BatchReader):
     A L{_BatchReader} that reads as the kvstore example does: commands
     wholly buffered with L{take_commands}; other buffered input with
     L{read_commands}; and when nothing is buffered, a bare
-    C{read_exactly(1)} followed by L{read_commands_after}.
+    C{read_exactly(1)} followed by L{take_commands_after}, or by
+    L{read_commands_after} for what that leaves.
     """
 
     def start(self) -> Body:
@@ -1504,6 +1506,13 @@ class _AfterReader(_BatchReader):
                     pending = read_commands(self, limit=self.limit, **self.options)
                 else:
                     first = yield self.read_exactly(1)
+                    batch = take_commands_after(
+                        self, first, limit=self.limit, **self.options
+                    )
+                    if batch:
+                        self.batches.append(batch)
+                        self.commands.extend(batch)
+                        continue
                     pending = read_commands_after(
                         self, first, limit=self.limit, **self.options
                     )
@@ -1833,6 +1842,75 @@ class ReadCommandsAfterTests(SynchronousTestCase):
             read_commands_after(h.protocol, b"*", limit=0)
         with self.assertRaisesRegex(ValueError, "one byte, not b'PI'"):
             read_commands_after(h.protocol, b"PI")
+
+
+class TakeCommandsAfterTests(SynchronousTestCase):
+    """
+    L{take_commands_after} takes a command whose first byte the caller
+    read, and the commands buffered after it, when it is wholly buffered in
+    plain form; otherwise it consumes nothing and returns an empty list.
+    (The comparison with the exact parser on random streams,
+    C{test_same_as_exact_parser}, runs it too, through L{_AfterReader}.)
+    """
+
+    _first = ReadCommandsAfterTests._first
+
+    def test_takes_the_chunk(self) -> None:
+        """
+        After a multibulk command's C{*}, it and the commands after it are
+        taken, up to C{limit}, with no Deferred.
+        """
+        h, first = self._first(
+            _multibulk(b"SET", b"k", b"v") + b"PING\r\n" + _multibulk(b"GET", b"k")
+        )
+        self.assertEqual(
+            take_commands_after(h.protocol, first, limit=2),
+            [[b"SET", b"k", b"v"], [b"PING"]],
+        )
+        self.assertEqual(take_commands(h.protocol), [[b"GET", b"k"]])
+
+    def test_inline_line(self) -> None:
+        """
+        After an inline line's first byte, the line is taken whole.
+        """
+        h, first = self._first(b"PING a\r\n")
+        self.assertEqual(take_commands_after(h.protocol, first), [[b"PING", b"a"]])
+        self.assertEqual(h.protocol.peek(1), b"")
+
+    def test_leaves_what_it_does_not_take(self) -> None:
+        """
+        An incomplete command, a quoted line, bad input or an empty line's
+        LF: nothing is consumed, and L{read_commands_after} then reads it
+        with its rules.
+        """
+        cases = [
+            (b"*2\r\n$3\r\nGET\r\n", None),
+            (b'SET k "a b"\r\n', [[b"SET", b"k", b"a b"]]),
+            (b"*1\r\n%4\r\n", "Protocol error: expected '$', got '%'"),
+            (b"\nPING\r\n", [[b"PING"]]),
+        ]
+        for data, then in cases:
+            h, first = self._first(data)
+            self.assertEqual(take_commands_after(h.protocol, first), [])
+            self.assertEqual(h.protocol.peek(len(data)), data[1:])
+            d = read_commands_after(h.protocol, first)
+            if then is None:
+                self.assertNoResult(d)
+            elif isinstance(then, str):
+                failure = self.failureResultOf(d, RESPProtocolError)
+                self.assertEqual(failure.value.message, then)
+            else:
+                self.assertEqual(self.successResultOf(d), then)
+
+    def test_arguments_checked(self) -> None:
+        """
+        A limit under 1, or a C{first} that is not one byte, is refused.
+        """
+        h = ProtocolHarness(idle())
+        with self.assertRaisesRegex(ValueError, "limit >= 1, not 0"):
+            take_commands_after(h.protocol, b"*", limit=0)
+        with self.assertRaisesRegex(ValueError, "one byte, not b'PI'"):
+            take_commands_after(h.protocol, b"PI")
 
 
 class ReadCommandsTests(SynchronousTestCase):

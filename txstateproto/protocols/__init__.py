@@ -30,6 +30,7 @@ from txstateproto.protocols.resp import (
     read_commands,
     read_commands_after,
     take_commands,
+    take_commands_after,
     write_reply,
 )
 from txstateproto.protocols.structs import read_struct, write_struct
@@ -47,6 +48,7 @@ __all__ = [
     "read_netstring",
     "read_struct",
     "take_commands",
+    "take_commands_after",
     "write_frame",
     "write_netstring",
     "write_reply",

@@ -122,6 +122,7 @@ __all__ = [
     "read_commands",
     "read_commands_after",
     "take_commands",
+    "take_commands_after",
     "write_reply",
 ]
 
@@ -468,6 +469,54 @@ def read_commands_after(
         # (A plain type test: isinstance() on Deferred, an ABC, costs more.)
         return succeed(commands)
     return cast("Deferred[list[list[bytes]]]", commands)
+
+
+def take_commands_after(
+    proto: StateProtocol,
+    first: bytes,
+    max_bulk_length: int = _DEFAULT_MAX_BULK,
+    limit: int = 1024,
+) -> list[list[bytes]]:
+    """
+    Take the command whose first byte the caller has read, and every
+    command wholly buffered after it, if it is wholly buffered in plain
+    form: L{take_commands} for a handler that waits for that byte itself.
+
+    This is L{read_commands_after}'s fast path alone, with no Deferred: a
+    handler that answers one command per read (a client that does not
+    pipeline) pays for one scan and nothing else. When it returns an empty
+    list, nothing has been consumed, and L{read_commands_after} reads the
+    command (and reports what is wrong with it)::
+
+        first = yield self.read_exactly(1)
+        commands = take_commands_after(self, first)
+        if not commands:
+            try:
+                commands = yield read_commands_after(self, first)
+            except RESPProtocolError as e:
+                self.write(e.reply)
+                return
+
+    @param proto: The protocol to read from.
+    @param first: The command's first byte, just read from C{proto}.
+    @param max_bulk_length: The longest argument accepted, in bytes, as for
+        L{read_command}.
+    @param limit: The most commands to take, at least 1.
+    @return: The commands, each what L{read_command} would have returned
+        for it, in order; an empty list if the command C{first} begins is
+        not one L{take_commands} would take (incomplete, an empty line,
+        odd or bad), or if reads are queued.
+    @raise ValueError: If C{limit} is less than 1, or C{first} is not one
+        byte.
+    """
+    if limit < 1:
+        raise ValueError(f"take_commands_after() needs a limit >= 1, not {limit}")
+    if len(first) != 1:
+        raise ValueError(f"take_commands_after() needs one byte, not {first!r}")
+    if first == b"\n":
+        # An empty inline line: read_command's to judge.
+        return []
+    return _take_batch(proto, max_bulk_length, limit, first) or []
 
 
 def _then_buffered(
