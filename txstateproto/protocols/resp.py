@@ -765,6 +765,10 @@ def _scan_batch(
             break
     if not commands:
         return None
+    if i == last:
+        # Every piece but the last taken (the usual case: a chunk that ends
+        # where a command ends): the rest is that piece, untouched.
+        return commands, stop - len(pieces[last])
     return commands, start + sum(map(len, pieces[:i])) + 2 * i - len(first)
 
 
