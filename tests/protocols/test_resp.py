@@ -1835,13 +1835,16 @@ class ReadCommandsAfterTests(SynchronousTestCase):
 
     def test_arguments_checked(self) -> None:
         """
-        A limit under 1, or a C{first} that is not one byte, is refused.
+        A limit under 1, or a C{first} that is not one byte, is refused, by
+        this and by L{take_commands_after}, each naming itself.
         """
         h = ProtocolHarness(idle())
-        with self.assertRaisesRegex(ValueError, "limit >= 1, not 0"):
-            read_commands_after(h.protocol, b"*", limit=0)
-        with self.assertRaisesRegex(ValueError, "one byte, not b'PI'"):
-            read_commands_after(h.protocol, b"PI")
+        for function in (read_commands_after, take_commands_after):
+            name = function.__name__
+            with self.assertRaisesRegex(ValueError, f"{name}.*limit >= 1, not 0"):
+                function(h.protocol, b"*", limit=0)
+            with self.assertRaisesRegex(ValueError, f"{name}.*one byte, not b'PI'"):
+                function(h.protocol, b"PI")
 
 
 class TakeCommandsAfterTests(SynchronousTestCase):
@@ -1901,16 +1904,6 @@ class TakeCommandsAfterTests(SynchronousTestCase):
                 self.assertEqual(failure.value.message, then)
             else:
                 self.assertEqual(self.successResultOf(d), then)
-
-    def test_arguments_checked(self) -> None:
-        """
-        A limit under 1, or a C{first} that is not one byte, is refused.
-        """
-        h = ProtocolHarness(idle())
-        with self.assertRaisesRegex(ValueError, "limit >= 1, not 0"):
-            take_commands_after(h.protocol, b"*", limit=0)
-        with self.assertRaisesRegex(ValueError, "one byte, not b'PI'"):
-            take_commands_after(h.protocol, b"PI")
 
 
 class ReadCommandsTests(SynchronousTestCase):
