@@ -669,6 +669,202 @@ class TakeScannedTests(SynchronousTestCase):
         self.assertFalse(h.reading_paused)
 
 
+class ReadScannedTests(SynchronousTestCase):
+    """
+    C{read_scanned} waits for a byte, then runs its scan once on what is
+    buffered: it fires with the scan's value, or with C{None} (nothing
+    consumed) when the scan takes nothing.
+    """
+
+    def test_buffered_fires_at_once(self) -> None:
+        """
+        With bytes buffered and no read queued, the scan runs at once and
+        the Deferred has fired with its value; the message is consumed.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(b"one two")
+        d = h.protocol.read_scanned(_scan_word, 100)
+        self.assertEqual(self.successResultOf(d), b"one")
+        self.assertEqual(self.successResultOf(h.protocol.read_some()), b"two")
+
+    def test_waits_for_a_byte_then_scans_once(self) -> None:
+        """
+        With nothing buffered it waits; the first chunk is scanned once,
+        and an incomplete message fires it with C{None}, nothing consumed.
+        """
+        calls: list[bytes] = []
+
+        def scan(
+            data: bytes | bytearray, start: int, stop: int
+        ) -> tuple[bytes, int] | None:
+            calls.append(bytes(data[start:stop]))
+            return _scan_word(data, start, stop)
+
+        h = ProtocolHarness(idle())
+        d = h.protocol.read_scanned(scan, 100)
+        self.assertNoResult(d)
+        self.assertEqual(calls, [])
+        h.feed(b"hel")
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(calls, [b"hel"])
+        h.feed(b"lo ")
+        d = h.protocol.read_scanned(scan, 100)
+        self.assertEqual(self.successResultOf(d), b"hello")
+        self.assertEqual(calls, [b"hel", b"hello "])
+
+    def test_resumes_a_handler_per_chunk(self) -> None:
+        """
+        A handler that yields it gets each chunk's scanned value, in order,
+        as the chunks arrive, and reads what the scan leaves its own way.
+        """
+        got: list[object] = []
+
+        def script(p: Scripted) -> Body:
+            while True:
+                word = yield p.read_scanned(_scan_word, 100)
+                if word is None:
+                    word = b"read: " + (yield p.read_exactly(2))
+                got.append(word)
+
+        h = ProtocolHarness(Scripted(script))
+        h.feed(b"a ")
+        h.feed(b"bc ")
+        h.feed(b"d")
+        self.assertEqual(got, [b"a", b"bc"])
+        h.feed(b"e")
+        self.assertEqual(got, [b"a", b"bc", b"read: de"])
+
+    def test_queued_behind_another_read(self) -> None:
+        """
+        Behind another read it waits its turn, and scans what that read
+        left.
+        """
+        h = ProtocolHarness(idle())
+        first = h.protocol.read_exactly(3)
+        second = h.protocol.read_scanned(_scan_word, 100)
+        h.feed(b"abcdef gh")
+        self.assertEqual(self.successResultOf(first), b"abc")
+        self.assertEqual(self.successResultOf(second), b"def")
+
+    def test_queued_behind_a_read_that_takes_everything(self) -> None:
+        """
+        If the read ahead takes every buffered byte, it waits for the next.
+        """
+        h = ProtocolHarness(idle())
+        first = h.protocol.read_exactly(3)
+        second = h.protocol.read_scanned(_scan_word, 100)
+        h.feed(b"abc")
+        self.assertEqual(self.successResultOf(first), b"abc")
+        self.assertNoResult(second)
+        h.feed(b"x ")
+        self.assertEqual(self.successResultOf(second), b"x")
+
+    def test_cancel_consumes_nothing(self) -> None:
+        """
+        Cancelling the wait removes the read: the next read gets the bytes.
+        """
+        h = ProtocolHarness(idle())
+        d = h.protocol.read_scanned(_scan_word, 100, timeout=5)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        h.feed(b"w ")
+        self.assertEqual(self.successResultOf(h.protocol.read_some()), b"w ")
+
+    def test_limit_bounds_the_scan(self) -> None:
+        """
+        The scan sees at most C{limit} bytes.
+        """
+        h = ProtocolHarness(idle())
+        d = h.protocol.read_scanned(_scan_word, 5)
+        h.feed(b"abcdefgh ")
+        self.assertIsNone(self.successResultOf(d))
+        d = h.protocol.read_scanned(_scan_word, 9)
+        self.assertEqual(self.successResultOf(d), b"abcdefgh")
+
+    def test_scan_errors_fail_the_read(self) -> None:
+        """
+        Whatever the scan raises fails the Deferred, buffered or waiting,
+        and nothing is consumed.
+        """
+
+        def broken(
+            data: bytes | bytearray, start: int, stop: int
+        ) -> tuple[bytes, int] | None:
+            raise KeyError("bad scan")
+
+        h = ProtocolHarness(idle())
+        h.feed(b"ab")
+        self.failureResultOf(h.protocol.read_scanned(broken, 100), KeyError)
+        self.assertEqual(self.successResultOf(h.protocol.read_some()), b"ab")
+        d = h.protocol.read_scanned(broken, 100)
+        h.feed(b"cd")
+        self.failureResultOf(d, KeyError)
+        self.assertEqual(self.successResultOf(h.protocol.read_some()), b"cd")
+
+    def test_scan_end_outside_the_window_fails(self) -> None:
+        """
+        A scan that claims to end outside its window fails the read with
+        L{ValueError}; nothing is consumed.
+        """
+        h = ProtocolHarness(idle())
+        d = h.protocol.read_scanned(lambda data, start, stop: (1, stop + 1), 100)
+        h.feed(b"xy")
+        self.assertIn("outside", str(self.failureResultOf(d, ValueError).value))
+        self.assertEqual(self.successResultOf(h.protocol.read_some()), b"xy")
+
+    def test_negative_limit(self) -> None:
+        """
+        A negative limit raises at once, naming the limit.
+        """
+        h = ProtocolHarness(idle())
+        with self.assertRaisesRegex(ValueError, "limit >= 0, not -1"):
+            h.protocol.read_scanned(_scan_word, -1)
+
+    def test_lifts_the_receive_pause(self) -> None:
+        """
+        Consuming the buffer below C{receive_high_water} resumes reading
+        from the transport, as a read would.
+        """
+        h = ProtocolHarness(idle())
+        h.protocol.receive_high_water = 10
+        h.feed(b"abcdefgh ijk")
+        self.assertTrue(h.reading_paused)
+        d = h.protocol.read_scanned(_scan_word, 100)
+        self.assertEqual(self.successResultOf(d), b"abcdefgh")
+        self.assertFalse(h.reading_paused)
+
+    def test_end_of_stream(self) -> None:
+        """
+        With C{half_close}, a wait pending at end of stream, or begun after
+        it with nothing buffered, fails with L{EndOfStreamError}; buffered
+        bytes are still scanned.
+        """
+        p = idle()
+        p.half_close = True
+        h = ProtocolHarness(p)
+        d = p.read_scanned(_scan_word, 100)
+        h.half_close()
+        error = self.failureResultOf(d, EndOfStreamError).value
+        self.assertEqual((error.partial, error.expected), (b"", None))
+        self.failureResultOf(p.read_scanned(_scan_word, 100), EndOfStreamError)
+
+        p = idle()
+        p.half_close = True
+        h = ProtocolHarness(p)
+        h.feed(b"last ")
+        h.half_close()
+        self.assertEqual(self.successResultOf(p.read_scanned(_scan_word, 100)), b"last")
+
+    def test_after_the_connection_is_lost(self) -> None:
+        """
+        A wait begun after the connection is lost fails with the reason.
+        """
+        h = ProtocolHarness(idle())
+        h.lose_connection()
+        self.failureResultOf(h.protocol.read_scanned(_scan_word, 100), ConnectionDone)
+
+
 class TakePrefixedTests(SynchronousTestCase):
     """
     C{take_prefixed} takes a whole length-prefixed message and consumes it,
@@ -891,6 +1087,7 @@ class TimeoutTests(SynchronousTestCase):
             lambda: p.read_until(b";", timeout=5),
             lambda: p.read_exactly(3, timeout=5),
             lambda: p.read_some(timeout=5),
+            lambda: p.read_scanned(_scan_word, 100, timeout=5),
         ):
             d = read()
             h.clock.advance(4.9)

@@ -179,6 +179,8 @@ class _Kind(Enum):
     EXACTLY = "exactly"
     #: Whatever is buffered, at most a count (C{read_some}).
     SOME = "some"
+    #: Anything buffered, then parsed in place (C{read_scanned}).
+    SCAN = "scan"
 
 
 # Module globals: a member reached through its Enum class costs about 100 ns
@@ -187,13 +189,14 @@ class _Kind(Enum):
 _UNTIL = _Kind.UNTIL
 _EXACTLY = _Kind.EXACTLY
 _SOME = _Kind.SOME
+_SCAN = _Kind.SCAN
 _NOT_CONNECTED = ConnectionState.NOT_CONNECTED
 _CONNECTED = ConnectionState.CONNECTED
 _PEER_CLOSED = ConnectionState.PEER_CLOSED
 _CLOSED = ConnectionState.CLOSED
 
 
-class _Read(DirectDeferred[bytes]):
+class _Read(DirectDeferred[Any]):
     """
     A read that the buffer could not satisfy yet: the Deferred handed to the
     reader, carrying what it waits for.
@@ -204,7 +207,19 @@ class _Read(DirectDeferred[bytes]):
     the garbage collector ran.
     """
 
-    __slots__ = ("_owner", "delimiter", "kind", "limit_name", "seen", "size", "timer")
+    __slots__ = (
+        "_owner",
+        "delimiter",
+        "kind",
+        "limit_name",
+        "scan",
+        "seen",
+        "size",
+        "timer",
+    )
+
+    #: The parser of a C{read_scanned} read; set on those reads only.
+    scan: Callable[[bytes | bytearray, int, int], tuple[Any, int] | None]
 
     def __init__(
         self,
@@ -946,6 +961,83 @@ class StateProtocol(Protocol):
             self._check_buffer_pressure()
         return value
 
+    def read_scanned(
+        self,
+        scan: Callable[[bytes | bytearray, int, int], tuple[_T, int] | None],
+        limit: int,
+        timeout: float | None = None,
+    ) -> Deferred[_T | None]:
+        """
+        Wait until at least one byte is buffered, then L{take_scanned} once:
+        a read that parses whatever arrives in place.
+
+        This is the waiting half of a framing's fast path: a server whose
+        client sends a request and waits for the reply (one message per
+        chunk) gets each chunk parsed by C{scan} as it arrives, and resumes
+        with the parsed value, with no counted read of a first byte and no
+        second call to take the rest. When the scan takes nothing (the
+        message is incomplete, or of a form the scan leaves to the ordinary
+        reads), the Deferred fires with C{None}, nothing is consumed, and
+        the caller must read the message its slower way (another
+        C{read_scanned} would fire with C{None} again at once)::
+
+            while True:
+                commands = yield self.read_scanned(scan_whole_commands, 65536)
+                if commands is None:
+                    commands = [(yield read_command_slowly(self))]
+
+        If bytes are buffered (and no other read is queued) the scan runs at
+        once and the Deferred has already fired. C{scan} and C{limit} are as
+        for L{take_scanned}; the scan runs when the read reaches the front
+        of the queue and a byte is buffered, exactly once.
+
+        @param scan: The parser, as for L{take_scanned}.
+        @param limit: The most bytes C{scan} may look at; at least 0.
+        @param timeout: Seconds to wait for the first byte, or C{None} for no
+            limit.
+        @return: A Deferred firing with the scan's value, or with C{None} if
+            it took nothing. Cancelling it removes the read and its timer;
+            nothing is consumed.
+        @raise twisted.internet.defer.TimeoutError: (as the failure) If no
+            byte arrives within C{timeout}.
+        @raise EndOfStreamError: (as the failure) If the peer half-closed and
+            nothing is buffered (only with L{half_close}).
+        @raise ValueError: At once, if C{limit} is negative; as the failure,
+            if the scan's C{end} is outside C{[start, stop]}.
+        @raise Exception: (as the failure) Whatever C{scan} raises; nothing
+            is consumed.
+        """
+        if limit < 0:
+            raise ValueError(f"read_scanned() needs a limit >= 0, not {limit}")
+        buffer = self._buffer
+        if self._head_read is None:
+            if buffer._start < len(buffer._data):
+                try:
+                    value = buffer.take_scanned(scan, limit)
+                except Exception as e:
+                    return fail(e)
+                if value is not None and self._buffer_paused:
+                    self._check_buffer_pressure()
+                return _fired(value)
+            # _queue, inlined as in read_exactly: a server waiting for each
+            # request runs this once per request.
+            if self.state is not _CONNECTED:
+                return fail(self._not_readable(_SCAN, limit))
+            read = _Read(_SCAN, limit, b"", "limit", self._received, self)
+            read.scan = scan
+            self._head_read = read
+            if timeout is not None:
+                read.timer = self.clock.callLater(
+                    timeout, self._read_timed_out, read, timeout
+                )
+            if self._buffer_paused:
+                self._check_buffer_pressure()
+            return read
+        queued = self._queue(_SCAN, limit, b"", "limit", timeout, False)
+        if isinstance(queued, _Read):
+            queued.scan = scan
+        return queued  # type: ignore[return-value]
+
     def _read(
         self,
         kind: _Kind,
@@ -1105,7 +1197,7 @@ class StateProtocol(Protocol):
                     # could not satisfy it then: nothing has changed since.
                     break
                 try:
-                    kind = read.kind
+                    kind: _Kind | None = read.kind
                     if kind is _UNTIL:
                         # _take's first case, inlined: a line read.
                         data = self._buffer.take_until(
@@ -1115,15 +1207,26 @@ class StateProtocol(Protocol):
                         # And its second: a counted read (a frame, or a
                         # server's wait for a request's first byte).
                         data = self._buffer.take_exactly(read.size)
+                    elif kind is _SCAN:
+                        buffer = self._buffer
+                        if buffer._start < len(buffer._data):
+                            data = buffer.take_scanned(read.scan, read.size)
+                            if data is None:
+                                # The scan took nothing: that is its answer.
+                                kind = None
+                        else:
+                            data = None
                     else:
                         data = self._take(
                             read.kind, read.size, read.delimiter, read.limit_name
                         )
-                except ProtocolError as e:
+                except Exception as e:
+                    if kind is not _SCAN and not isinstance(e, ProtocolError):
+                        raise
                     read._remove()
                     read.errback(e)
                     continue
-                if data is None:
+                if data is None and kind is not None:
                     if self.state is _PEER_CLOSED:
                         read._remove()
                         read.errback(self._not_readable(read.kind, read.size))
