@@ -10,22 +10,18 @@ does is in L{examples.kvstore.commands}, the data in L{examples.kvstore.store}.
 Replies in batches
 ==================
 A pipelining client (redis-benchmark C{-P 16}, a redis-py pipeline) sends
-many commands in one TCP segment. The serving loop takes every command
-that is wholly buffered in one call to
-L{txstateproto.protocols.resp.take_commands} (no Deferred per command),
-runs them one after another, appending each encoded reply to a list, and
-only when nothing complete is left does it fall back to L{read_command}:
-for an incomplete command, which it waits for, and for input of a form
-C{take_commands} leaves to it (quoted lines, long arguments, errors).
-Before waiting it joins the list and makes one transport write; it then
-waits for the next command's first byte with a bare C{read_exactly(1)}
-(resumed by the engine without a callback chain) and takes the rest of
-that chunk with L{txstateproto.protocols.resp.take_commands_after}, again
-with no Deferred. So a segment of N commands costs one parse call, one
-engine resume and one write, and the client gets its replies in one
-segment. The list is also
-flushed every L{KVStoreProtocol.max_pending_replies} replies, and after each
-flush the loop waits for L{StateProtocol.drain}: a client that sends
+many commands in one TCP segment. The serving loop waits for input with
+L{txstateproto.protocols.resp.wait_commands}: a bare read, resumed by the
+engine without a callback chain, that takes every command wholly buffered
+in one scan of the chunk as it arrives (no Deferred per command). It runs
+them one after another, appending each encoded reply to a list, joins the
+list and makes one transport write before it waits again. So a segment of
+N commands costs one scan, one engine resume and one write, and the
+client gets its replies in one segment. What the scan does not take (an
+incomplete command, quoted lines, long arguments, errors) is read by
+L{read_commands}, with L{read_command}'s exact rules and errors. A batch
+holds at most L{KVStoreProtocol.max_pending_replies} commands, and after
+each write the loop waits for L{StateProtocol.drain}: a client that sends
 without reading its replies stops being read, instead of growing our
 memory. Commands taken after C{MULTI}, C{EXEC} or C{DISCARD} in the same
 batch are handed to the next state, in order.
@@ -61,9 +57,7 @@ from txstateproto.protocols.resp import (
     encode_reply,
     read_command,
     read_commands,
-    read_commands_after,
-    take_commands,
-    take_commands_after,
+    wait_commands,
 )
 
 __all__ = ["KVStoreProtocol"]
@@ -153,65 +147,41 @@ class KVStoreProtocol(StateProtocol):
         max_bulk = self.max_bulk_length
         # The time of the current batch, in ms; -1 until a command needs it.
         now = -1
-        drained = False
         while True:
-            # The hot path: every command wholly buffered, taken at once
-            # and run without a trip through the engine.
             batch = self._taken
             if batch:
                 # Taken by the other state before it handed over.
                 self._taken = []
-            elif len(out) < limit and not drained:
-                batch = take_commands(self, max_bulk, limit - len(out))
-            drained = False
-            if not batch:
-                if len(out) >= limit or not self.peek(1):
-                    # Nothing buffered, or too many replies waiting: write
-                    # them, and wait for the next command's first byte
-                    # with a bare read, which the engine resumes directly
-                    # (no callback chain) when it comes; then take the
-                    # rest of its chunk.
-                    if out:
-                        # _flush() inlined (no generator per read): nothing
-                        # is pending, so a cancelled drain just propagates.
-                        self.write(b"".join(out))
-                        out.clear()
-                        writable = self.drain()
-                        if not writable.called or writable.result is not None:
-                            yield writable
-                    first = yield self.read_exactly(1)
-                    # Commands that arrive together run at one instant.
-                    now = -1
-                    # The usual case: the rest of the chunk taken at once,
-                    # with no Deferred; what it leaves (incomplete, odd or
-                    # bad) is read_commands_after's.
-                    batch = take_commands_after(self, first, max_bulk, limit)
-                    pending = (
-                        None
-                        if batch
-                        else read_commands_after(self, first, max_bulk, limit)
-                    )
-                else:
+            else:
+                if out:
+                    # _flush() inlined (no generator per batch): nothing is
+                    # pending, so a cancelled drain just propagates. While
+                    # a chunk is handled, the write only joins the others
+                    # of the reactor turn.
+                    self.write(b"".join(out))
+                    out.clear()
+                    writable = self.drain()
+                    if not writable.called or writable.result is not None:
+                        yield writable
+                # The hot path: every command wholly buffered, taken in one
+                # scan of the chunk as it arrives (at once if it is
+                # buffered), resumed without a callback chain.
+                batch = yield wait_commands(self, max_bulk, limit)
+                # Commands that arrive together run at one instant.
+                now = -1
+                if not batch:
                     # Buffered, but incomplete, odd or bad: read_commands
                     # has read_command's exact rules and errors.
                     pending = read_commands(self, max_bulk, limit)
-                if pending is None:
-                    pass
-                elif pending.called and type(pending.result) is list:
-                    # Buffered: take it without a trip through the engine.
-                    batch = pending.result
-                else:
-                    if out:
-                        yield from self._flush(pending)
-                    try:
-                        batch = yield pending
-                    except RESPProtocolError as e:
-                        self._refuse(e)
-                        return
-                    now = -1
-                # Fewer than asked for: read_commands took every command
-                # take_commands would take, so the next loop need not try.
-                drained = len(batch) < limit
+                    if pending.called and type(pending.result) is list:
+                        # Buffered: take it without a trip through the engine.
+                        batch = pending.result
+                    else:
+                        try:
+                            batch = yield pending
+                        except RESPProtocolError as e:
+                            self._refuse(e)
+                            return
             for index, args in enumerate(batch):
                 command = table.get(args[0])
                 if command is None:

@@ -23,9 +23,8 @@ _MODULES = {
         "encode_reply",
         "read_command",
         "read_commands",
-        "read_commands_after",
         "take_commands",
-        "take_commands_after",
+        "wait_commands",
         "write_reply",
     },
 }

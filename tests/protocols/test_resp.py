@@ -38,9 +38,8 @@ from txstateproto.protocols import (
     encode_reply,
     read_command,
     read_commands,
-    read_commands_after,
     take_commands,
-    take_commands_after,
+    wait_commands,
     write_reply,
 )
 from txstateproto.testing import ProtocolHarness
@@ -1484,13 +1483,11 @@ class _CommandsReader(_BatchReader):
             self.commands.extend(batch)
 
 
-class _AfterReader(_BatchReader):
+class _WaitReader(_BatchReader):
     """
-    A L{_BatchReader} that reads as the kvstore example does: commands
-    wholly buffered with L{take_commands}; other buffered input with
-    L{read_commands}; and when nothing is buffered, a bare
-    C{read_exactly(1)} followed by L{take_commands_after}, or by
-    L{read_commands_after} for what that leaves.
+    A L{_BatchReader} that reads as the kvstore example does: each batch
+    with L{wait_commands}, and with L{read_commands} when that takes
+    nothing.
     """
 
     def start(self) -> Body:
@@ -1500,24 +1497,10 @@ class _AfterReader(_BatchReader):
         if self.gate is not None:
             yield self.gate
         while True:
-            batch = take_commands(self, limit=self.limit, **self.options)
+            batch = yield wait_commands(self, limit=self.limit, **self.options)
             if not batch:
-                if self.peek(1):
-                    pending = read_commands(self, limit=self.limit, **self.options)
-                else:
-                    first = yield self.read_exactly(1)
-                    batch = take_commands_after(
-                        self, first, limit=self.limit, **self.options
-                    )
-                    if batch:
-                        self.batches.append(batch)
-                        self.commands.extend(batch)
-                        continue
-                    pending = read_commands_after(
-                        self, first, limit=self.limit, **self.options
-                    )
                 try:
-                    batch = yield pending
+                    batch = yield read_commands(self, limit=self.limit, **self.options)
                 except RESPProtocolError as e:
                     self.error = e
                     self.write(e.reply)
@@ -1531,13 +1514,12 @@ def _batch_reader(limit: int, kind: str = "take") -> type[_BatchReader]:
     A reader class taking at most C{limit} commands per call: with
     L{take_commands} and L{read_command} (C{"take"}), L{take_commands} and
     L{read_commands} (C{"take+read"}), L{read_commands} alone (C{"read"}),
-    or L{take_commands}, L{read_commands} and L{read_commands_after}
-    (C{"after"}).
+    or L{wait_commands} and L{read_commands} (C{"wait"}).
     """
     if kind == "take":
         return type("_LimitedBatchReader", (_BatchReader,), {"limit": limit})
-    if kind == "after":
-        return type("_LimitedAfterReader", (_AfterReader,), {"limit": limit})
+    if kind == "wait":
+        return type("_LimitedWaitReader", (_WaitReader,), {"limit": limit})
     return type(
         "_LimitedCommandsReader",
         (_CommandsReader,),
@@ -1684,7 +1666,7 @@ class TakeCommandsTests(SynchronousTestCase):
             for where in range(count)
         ]
         stream = b"".join(_multibulk(*c) + b"PING\r\n" for c in commands)
-        for reader in (_BatchReader, _AfterReader):
+        for reader in (_BatchReader, _WaitReader):
             _h, batches = _run(reader, [stream], late=True)
             assert isinstance(batches, _BatchReader)
             self.assertEqual(
@@ -1716,7 +1698,7 @@ class TakeCommandsTests(SynchronousTestCase):
         max_bulk_length=st.sampled_from([512 * 1024 * 1024, 0, 3, 40]),
         limit=st.sampled_from([1, 2, 1024]),
         late=st.booleans(),
-        kind=st.sampled_from(["take", "take+read", "read", "after"]),
+        kind=st.sampled_from(["take", "take+read", "read", "wait"]),
     )
     def test_same_as_exact_parser(
         self,
@@ -1750,140 +1732,48 @@ class TakeCommandsTests(SynchronousTestCase):
         )
 
 
-class ReadCommandsAfterTests(SynchronousTestCase):
+class WaitCommandsTests(SynchronousTestCase):
     """
-    L{read_commands_after} reads the rest of a command whose first byte the
-    caller read, with every command wholly buffered after it.
+    L{wait_commands} waits for input, then takes every command wholly
+    buffered in plain form, or fires with an empty list, nothing consumed,
+    for L{read_commands} to read. (The comparison with the exact parser on
+    random streams, C{test_same_as_exact_parser}, runs it too, through
+    L{_WaitReader}.)
     """
 
-    def _first(self, data: bytes) -> tuple[ProtocolHarness, bytes]:
+    def test_waits_then_takes_the_chunk(self) -> None:
         """
-        Feed C{data} and read its first byte as a handler would.
+        With nothing buffered it waits; the next chunk's commands, multibulk
+        and inline, fire it, up to C{limit}.
         """
         h = ProtocolHarness(idle())
-        h.feed(data)
-        return h, self.successResultOf(h.protocol.read_exactly(1))
-
-    def test_inline_chunk(self) -> None:
-        """
-        After an inline line's first byte, that line and the commands
-        buffered after it are taken at once, the line whole.
-        """
-        h, first = self._first(b"PING\r\nPING a\r\n" + _multibulk(b"GET", b"k"))
-        self.assertEqual(first, b"P")
-        self.assertEqual(
-            self.successResultOf(read_commands_after(h.protocol, first)),
-            [[b"PING"], [b"PING", b"a"], [b"GET", b"k"]],
-        )
-        self.assertEqual(h.protocol.peek(1), b"")
-
-    def test_multibulk_chunk(self) -> None:
-        """
-        After a multibulk command's C{*}, it and the commands after it are
-        taken at once; C{limit} bounds how many.
-        """
-        h, first = self._first(_multibulk(b"SET", b"k", b"v") * 3)
-        self.assertEqual(
-            self.successResultOf(read_commands_after(h.protocol, first, limit=2)),
-            [[b"SET", b"k", b"v"]] * 2,
-        )
-        self.assertEqual(
-            self.successResultOf(read_commands(h.protocol)), [[b"SET", b"k", b"v"]]
-        )
-
-    def test_quoted_line(self) -> None:
-        """
-        A line the scans leave (quotes) is split by the exact parser, from
-        the byte already read.
-        """
-        h, first = self._first(b'SET k "a b"\r\nPING\r\n')
-        self.assertEqual(
-            self.successResultOf(read_commands_after(h.protocol, first)),
-            [[b"SET", b"k", b"a b"], [b"PING"]],
-        )
-
-    def test_empty_line_skipped(self) -> None:
-        """
-        An empty line's LF as the first byte: skipped, as Redis skips it,
-        and the next command is read.
-        """
-        h, first = self._first(b"\nPING\r\n")
-        self.assertEqual(
-            self.successResultOf(read_commands_after(h.protocol, first)), [[b"PING"]]
-        )
-
-    def test_rest_waited_for(self) -> None:
-        """
-        When the rest of the command has not arrived, the Deferred waits
-        for it.
-        """
-        h, first = self._first(b"*")
-        d = read_commands_after(h.protocol, first)
+        d = wait_commands(h.protocol, limit=3)
         self.assertNoResult(d)
-        h.feed(b"2\r\n$3\r\nGET\r\n$1\r\nk\r\n" + _multibulk(b"PING"))
-        self.assertEqual(self.successResultOf(d), [[b"GET", b"k"], [b"PING"]])
-
-    def test_bad_input(self) -> None:
-        """
-        Input Redis rejects fails it with Redis's words.
-        """
-        h, first = self._first(b"*1\r\n%4\r\n")
-        failure = self.failureResultOf(
-            read_commands_after(h.protocol, first), RESPProtocolError
-        )
-        self.assertEqual(failure.value.message, "Protocol error: expected '$', got '%'")
-
-    def test_arguments_checked(self) -> None:
-        """
-        A limit under 1, or a C{first} that is not one byte, is refused, by
-        this and by L{take_commands_after}, each naming itself.
-        """
-        h = ProtocolHarness(idle())
-        for function in (read_commands_after, take_commands_after):
-            name = function.__name__
-            with self.assertRaisesRegex(ValueError, f"{name}.*limit >= 1, not 0"):
-                function(h.protocol, b"*", limit=0)
-            with self.assertRaisesRegex(ValueError, f"{name}.*one byte, not b'PI'"):
-                function(h.protocol, b"PI")
-
-
-class TakeCommandsAfterTests(SynchronousTestCase):
-    """
-    L{take_commands_after} takes a command whose first byte the caller
-    read, and the commands buffered after it, when it is wholly buffered in
-    plain form; otherwise it consumes nothing and returns an empty list.
-    (The comparison with the exact parser on random streams,
-    C{test_same_as_exact_parser}, runs it too, through L{_AfterReader}.)
-    """
-
-    _first = ReadCommandsAfterTests._first
-
-    def test_takes_the_chunk(self) -> None:
-        """
-        After a multibulk command's C{*}, it and the commands after it are
-        taken, up to C{limit}, with no Deferred.
-        """
-        h, first = self._first(
-            _multibulk(b"SET", b"k", b"v") + b"PING\r\n" + _multibulk(b"GET", b"k")
+        h.feed(
+            _multibulk(b"SET", b"k", b"v")
+            + b"PING\r\nPING a\r\n"
+            + _multibulk(b"GET", b"k")
         )
         self.assertEqual(
-            take_commands_after(h.protocol, first, limit=2),
-            [[b"SET", b"k", b"v"], [b"PING"]],
+            self.successResultOf(d), [[b"SET", b"k", b"v"], [b"PING"], [b"PING", b"a"]]
         )
         self.assertEqual(take_commands(h.protocol), [[b"GET", b"k"]])
 
-    def test_inline_line(self) -> None:
+    def test_buffered_fires_at_once(self) -> None:
         """
-        After an inline line's first byte, the line is taken whole.
+        With commands buffered, the Deferred has fired when returned.
         """
-        h, first = self._first(b"PING a\r\n")
-        self.assertEqual(take_commands_after(h.protocol, first), [[b"PING", b"a"]])
+        h = ProtocolHarness(idle())
+        h.feed(_multibulk(b"GET", b"k") * 2)
+        self.assertEqual(
+            self.successResultOf(wait_commands(h.protocol)), [[b"GET", b"k"]] * 2
+        )
         self.assertEqual(h.protocol.peek(1), b"")
 
     def test_leaves_what_it_does_not_take(self) -> None:
         """
-        An incomplete command, a quoted line, bad input or an empty line's
-        LF: nothing is consumed, and L{read_commands_after} then reads it
+        An incomplete command, a quoted line, bad input or an empty line:
+        an empty list, nothing consumed, and L{read_commands} then reads it
         with its rules.
         """
         cases = [
@@ -1893,10 +1783,12 @@ class TakeCommandsAfterTests(SynchronousTestCase):
             (b"\nPING\r\n", [[b"PING"]]),
         ]
         for data, then in cases:
-            h, first = self._first(data)
-            self.assertEqual(take_commands_after(h.protocol, first), [])
-            self.assertEqual(h.protocol.peek(len(data)), data[1:])
-            d = read_commands_after(h.protocol, first)
+            h = ProtocolHarness(idle())
+            d = wait_commands(h.protocol)
+            h.feed(data)
+            self.assertEqual(self.successResultOf(d), [])
+            self.assertEqual(h.protocol.peek(len(data)), data)
+            d = read_commands(h.protocol)
             if then is None:
                 self.assertNoResult(d)
             elif isinstance(then, str):
@@ -1904,6 +1796,25 @@ class TakeCommandsAfterTests(SynchronousTestCase):
                 self.assertEqual(failure.value.message, then)
             else:
                 self.assertEqual(self.successResultOf(d), then)
+
+    def test_cancel_consumes_nothing(self) -> None:
+        """
+        Cancelling the wait removes it: the next read gets the command.
+        """
+        h = ProtocolHarness(idle())
+        d = wait_commands(h.protocol)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        h.feed(b"PING\r\n")
+        self.assertEqual(self.successResultOf(read_command(h.protocol)), [b"PING"])
+
+    def test_limit_must_be_positive(self) -> None:
+        """
+        A limit under 1 is refused with the limit named.
+        """
+        h = ProtocolHarness(idle())
+        with self.assertRaisesRegex(ValueError, "wait_commands.*limit >= 1, not 0"):
+            wait_commands(h.protocol, limit=0)
 
 
 class ReadCommandsTests(SynchronousTestCase):

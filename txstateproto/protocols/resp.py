@@ -2,9 +2,9 @@
 RESP, the Redis serialization protocol: client commands in, replies out.
 
 This module owns reading a client's commands (L{read_command}, and
-L{take_commands} and L{read_commands} for batches), the protocol
-error a Redis server answers bad input with (L{RESPProtocolError}), and
-encoding replies in RESP2 and RESP3 (L{encode_reply}, L{write_reply},
+L{take_commands}, L{wait_commands} and L{read_commands} for batches), the
+protocol error a Redis server answers bad input with (L{RESPProtocolError}),
+and encoding replies in RESP2 and RESP3 (L{encode_reply}, L{write_reply},
 L{SimpleString}, L{ErrorReply}, L{NULL_ARRAY}). It must not know about a
 key-value store or any command: what a command means is the server's
 business. It imports only L{StateProtocol}'s public read, scan and write
@@ -79,10 +79,12 @@ compares the two on random streams and chunkings.
 For a server answering a pipelining client a segment at a time,
 L{take_commands} takes every wholly buffered command of plain form in one
 call (the window split at CR LF once, headers looked up in a table, each
-payload's length checked against its header), and L{read_commands} waits
-for the next command with a single one-byte read, then takes it and the
-rest of its chunk the same way. Both stop before anything else and leave
-it to the exact parser, and tests compare them with it.
+payload's length checked against its header); L{wait_commands} does the
+same to each chunk as it arrives, in a bare read the coroutine engine
+resumes directly; and L{read_commands} waits for the next command with a
+single one-byte read, then takes it and the rest of its chunk the same
+way. All three stop before anything else and leave it to the exact
+parser, and tests compare them with it.
 
 The exact parser also runs synchronously when its bytes are buffered: each
 read (the first byte, one per header, one per payload) comes back already
@@ -120,9 +122,8 @@ __all__ = [
     "encode_reply",
     "read_command",
     "read_commands",
-    "read_commands_after",
     "take_commands",
-    "take_commands_after",
+    "wait_commands",
     "write_reply",
 ]
 
@@ -326,6 +327,80 @@ def take_commands(
     return _take_batch(proto, max_bulk_length, limit, b"") or []
 
 
+def wait_commands(
+    proto: StateProtocol,
+    max_bulk_length: int = _DEFAULT_MAX_BULK,
+    limit: int = 1024,
+) -> Deferred[list[list[bytes]]]:
+    """
+    Wait until input is buffered, then take every command wholly buffered:
+    L{take_commands} for a server that waits for its client's next request.
+
+    The Deferred is a bare read (L{StateProtocol.read_scanned}): a handler
+    that yields it is resumed directly by the coroutine engine, with no
+    callback chain, and each chunk is parsed once, in place, as it
+    arrives, so a client that sends one command at a time costs one scan
+    and one resume per command. An empty list means the first buffered
+    command is not one L{take_commands} takes (incomplete, an empty line,
+    odd or bad); nothing was consumed, and L{read_commands} reads it with
+    the exact parser's rules and errors::
+
+        while True:
+            commands = yield wait_commands(self)
+            if not commands:
+                try:
+                    commands = yield read_commands(self)
+                except RESPProtocolError as e:
+                    self.write(e.reply)
+                    return
+            for command in commands:
+                ...
+
+    Write the replies to one batch before waiting for the next: if input
+    is already buffered the Deferred has fired when returned.
+
+    @param proto: The protocol to read from.
+    @param max_bulk_length: The longest argument accepted, in bytes, as for
+        L{read_command}.
+    @param limit: The most commands to take, at least 1.
+    @return: A Deferred firing with the commands, each what L{read_command}
+        would have returned for it, in order, or with an empty list as
+        above. Cancelling it removes the read; nothing is consumed.
+    @raise ValueError: If C{limit} is less than 1.
+    @raise EndOfStreamError: (as the Deferred's failure) If the peer
+        half-closed and nothing is buffered (only with C{half_close}).
+    """
+    if limit < 1:
+        raise ValueError(f"wait_commands() needs a limit >= 1, not {limit}")
+    lengths = _lengths(proto, max_bulk_length)
+
+    def scan(
+        data: bytes | bytearray, start: int, stop: int
+    ) -> tuple[list[list[bytes]], int]:
+        # An empty list, nothing consumed, rather than None: the read fires
+        # with what take_commands would return.
+        return _scan_batch(data, start, stop, lengths, limit) or ([], start)
+
+    return cast("Deferred[list[list[bytes]]]", proto.read_scanned(scan, _SCAN_LIMIT))
+
+
+def _lengths(proto: StateProtocol, max_bulk_length: int) -> dict[bytes, int]:
+    """
+    The plain bulk headers the batch scan accepts on C{proto}.
+
+    @param proto: The protocol read from.
+    @param max_bulk_length: The longest argument accepted.
+    @return: C{b"$<n>"} -> C{n} for every length it takes.
+    """
+    arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
+    lengths = _LENGTHS.get(arg_max)
+    if lengths is None:
+        lengths = _LENGTHS[arg_max] = {
+            b"$%d" % n: n for n in range(min(arg_max, _BATCH_ARG_MAX) + 1)
+        }
+    return lengths
+
+
 def _take_batch(
     proto: StateProtocol, max_bulk_length: int, limit: int, first: bytes
 ) -> list[list[bytes]] | None:
@@ -339,12 +414,7 @@ def _take_batch(
         consumed, else C{b""}.
     @return: The commands, or C{None} if none was taken.
     """
-    arg_max = min(max_bulk_length, proto.max_frame_size - 3, _SPLIT - 1)
-    lengths = _LENGTHS.get(arg_max)
-    if lengths is None:
-        lengths = _LENGTHS[arg_max] = {
-            b"$%d" % n: n for n in range(min(arg_max, _BATCH_ARG_MAX) + 1)
-        }
+    lengths = _lengths(proto, max_bulk_length)
 
     def scan(
         data: bytes | bytearray, start: int, stop: int
@@ -408,115 +478,6 @@ def read_commands(
     return _then_buffered(
         read_command(proto, max_bulk_length), proto, max_bulk_length, limit
     )
-
-
-def read_commands_after(
-    proto: StateProtocol,
-    first: bytes,
-    max_bulk_length: int = _DEFAULT_MAX_BULK,
-    limit: int = 1024,
-) -> Deferred[list[list[bytes]]]:
-    """
-    Read the rest of the command whose first byte the caller has read, and
-    take with it every command wholly buffered after it: L{read_commands}
-    for a handler that waits for that byte itself.
-
-    L{read_commands} waits with a read that carries a callback, which the
-    coroutine engine must chain onto. A handler that yields the bare
-    C{read_exactly(1)} is resumed directly, without a callback chain, when
-    the byte arrives, and then scans the chunk with this::
-
-        while True:
-            commands = take_commands(self)
-            if not commands:
-                if self.peek(1):
-                    # Buffered, but not taken: the exact parser reads it.
-                    pending = read_commands(self)
-                else:
-                    first = yield self.read_exactly(1)
-                    pending = read_commands_after(self, first)
-                try:
-                    commands = yield pending
-                except RESPProtocolError as e:
-                    self.write(e.reply)
-                    return
-            for command in commands:
-                ...
-
-    @param proto: The protocol to read from.
-    @param first: The command's first byte, just read from C{proto}.
-    @param max_bulk_length: The longest argument accepted, in bytes, as for
-        L{read_command}.
-    @param limit: The most commands in one result, at least 1.
-    @return: As L{read_commands}: a Deferred firing with the commands, a
-        non-empty list; fired when returned if the command's rest is
-        buffered.
-    @raise ValueError: If C{limit} is less than 1, or C{first} is not one
-        byte.
-    @raise RESPProtocolError: (as the Deferred's failure) As for
-        L{read_commands}.
-    @raise EndOfStreamError: (as the failure) As for L{read_command}.
-    """
-    if limit < 1:
-        raise ValueError(f"read_commands_after() needs a limit >= 1, not {limit}")
-    if len(first) != 1:
-        raise ValueError(f"read_commands_after() needs one byte, not {first!r}")
-    try:
-        commands = _after_first_byte(first, proto, max_bulk_length, limit)
-    except Exception:
-        return fail()
-    if type(commands) is list:
-        # (A plain type test: isinstance() on Deferred, an ABC, costs more.)
-        return succeed(commands)
-    return cast("Deferred[list[list[bytes]]]", commands)
-
-
-def take_commands_after(
-    proto: StateProtocol,
-    first: bytes,
-    max_bulk_length: int = _DEFAULT_MAX_BULK,
-    limit: int = 1024,
-) -> list[list[bytes]]:
-    """
-    Take the command whose first byte the caller has read, and every
-    command wholly buffered after it, if it is wholly buffered in plain
-    form: L{take_commands} for a handler that waits for that byte itself.
-
-    This is L{read_commands_after}'s fast path alone, with no Deferred: a
-    handler that answers one command per read (a client that does not
-    pipeline) pays for one scan and nothing else. When it returns an empty
-    list, nothing has been consumed, and L{read_commands_after} reads the
-    command (and reports what is wrong with it)::
-
-        first = yield self.read_exactly(1)
-        commands = take_commands_after(self, first)
-        if not commands:
-            try:
-                commands = yield read_commands_after(self, first)
-            except RESPProtocolError as e:
-                self.write(e.reply)
-                return
-
-    @param proto: The protocol to read from.
-    @param first: The command's first byte, just read from C{proto}.
-    @param max_bulk_length: The longest argument accepted, in bytes, as for
-        L{read_command}.
-    @param limit: The most commands to take, at least 1.
-    @return: The commands, each what L{read_command} would have returned
-        for it, in order; an empty list if the command C{first} begins is
-        not one L{take_commands} would take (incomplete, an empty line,
-        odd or bad), or if reads are queued.
-    @raise ValueError: If C{limit} is less than 1, or C{first} is not one
-        byte.
-    """
-    if limit < 1:
-        raise ValueError(f"take_commands_after() needs a limit >= 1, not {limit}")
-    if len(first) != 1:
-        raise ValueError(f"take_commands_after() needs one byte, not {first!r}")
-    if first == b"\n":
-        # An empty inline line: read_command's to judge.
-        return []
-    return _take_batch(proto, max_bulk_length, limit, first) or []
 
 
 def _then_buffered(
