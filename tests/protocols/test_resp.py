@@ -1816,6 +1816,26 @@ class WaitCommandsTests(SynchronousTestCase):
         with self.assertRaisesRegex(ValueError, "wait_commands.*limit >= 1, not 0"):
             wait_commands(h.protocol, limit=0)
 
+    def test_each_call_has_its_own_limits(self) -> None:
+        """
+        Calls with other limits, on one protocol or another, each take what
+        their own limits allow.
+        """
+        h = ProtocolHarness(idle())
+        h.feed(_multibulk(b"ECHO", b"abc") * 4)
+        for limit, max_bulk_length, expected in [
+            (1, 512, [[b"ECHO", b"abc"]]),
+            (2, 512, [[b"ECHO", b"abc"]] * 2),
+            (2, 2, []),
+            (1024, 512, [[b"ECHO", b"abc"]]),
+        ]:
+            d = wait_commands(h.protocol, max_bulk_length, limit)
+            self.assertEqual(self.successResultOf(d), expected)
+        other = ProtocolHarness(idle())
+        other.protocol.max_frame_size = 5
+        other.feed(_multibulk(b"ECHO", b"abc"))
+        self.assertEqual(self.successResultOf(wait_commands(other.protocol)), [])
+
 
 class ReadCommandsTests(SynchronousTestCase):
     """

@@ -101,7 +101,7 @@ import math
 import re
 from collections.abc import Callable, Generator, Mapping
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, cast, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 from twisted.internet import defer
@@ -370,9 +370,38 @@ def wait_commands(
     @raise EndOfStreamError: (as the Deferred's failure) If the peer
         half-closed and nothing is buffered (only with C{half_close}).
     """
-    if limit < 1:
-        raise ValueError(f"wait_commands() needs a limit >= 1, not {limit}")
-    lengths = _lengths(proto, max_bulk_length)
+    # A server calls this once per request with the same settings: its scan
+    # is made once.
+    key = (max_bulk_length, proto.max_frame_size, limit)
+    scan = _WAIT_SCANS.get(key)
+    if scan is None:
+        if limit < 1:
+            raise ValueError(f"wait_commands() needs a limit >= 1, not {limit}")
+        scan = _wait_scan(_lengths(proto, max_bulk_length), limit)
+        if len(_WAIT_SCANS) >= _WAIT_SCANS_MAX:
+            _WAIT_SCANS.clear()
+        _WAIT_SCANS[key] = scan
+    # (No cast(): a call per request. The scan never returns None.)
+    return proto.read_scanned(scan, _SCAN_LIMIT)  # type: ignore[return-value]
+
+
+_BatchScan = Callable[[bytes | bytearray, int, int], tuple[list[list[bytes]], int]]
+
+# wait_commands' scans by (max_bulk_length, max_frame_size, limit): servers
+# use one or two; the bound only keeps odd callers from growing it.
+_WAIT_SCANS: dict[tuple[int, int, int], _BatchScan] = {}
+_WAIT_SCANS_MAX = 64
+
+
+def _wait_scan(lengths: dict[bytes, int], limit: int) -> _BatchScan:
+    """
+    Make L{wait_commands}' scan for one set of limits.
+
+    @param lengths: The bulk headers accepted (L{_lengths}).
+    @param limit: The most commands to take, at least 1.
+    @return: A scan for L{StateProtocol.read_scanned} that takes what
+        L{_scan_batch} takes, or an empty list and nothing.
+    """
 
     def scan(
         data: bytes | bytearray, start: int, stop: int
@@ -381,7 +410,7 @@ def wait_commands(
         # with what take_commands would return.
         return _scan_batch(data, start, stop, lengths, limit) or ([], start)
 
-    return cast("Deferred[list[list[bytes]]]", proto.read_scanned(scan, _SCAN_LIMIT))
+    return scan
 
 
 def _lengths(proto: StateProtocol, max_bulk_length: int) -> dict[bytes, int]:
