@@ -211,7 +211,9 @@ class KVStoreProtocol(StateProtocol):
                     continue
                 if now < 0:
                     now = int(clock.seconds() * 1000)
-                    store.expire_due(now)
+                    if store.expires:
+                        # (Only keys with a deadline can be due.)
+                        store.expire_due(now)
                 try:
                     reply = handler(store, session, args, now)
                 except CommandError as e:
