@@ -310,7 +310,7 @@ def start_servers(
 #: at start and gets a name and an empty value. By its argument: "write", a
 #: bare Twisted Protocol with transport.write(); "eager", the same sending
 #: at once on the socket; "stateproto", a StateProtocol handler that waits
-#: for a byte, takes the rest of the buffer with take_scanned() and writes
+#: with read_scanned() for the buffered bytes, takes them all and writes
 #: (StateProtocol's eager send included): the least a handler on it costs;
 #: "parse", the eager bare Protocol that parses the inline commands it
 #: answers (lines kept across reads, each split into arguments, its name
@@ -363,8 +363,8 @@ def rest(data, start, stop):
 class StateFloor(StateProtocol):
     def start(self):
         while True:
-            first = yield self.read_exactly(1)
-            self.write(reply_to(first + (self.take_scanned(rest, 65536) or b"")))
+            data = yield self.read_scanned(rest, 65536)
+            self.write(reply_to(data))
 
 
 INLINE = {b"ping": b"+PONG\\r\\n"}
@@ -460,8 +460,8 @@ def floor(runs: int, seconds: float, progress: IO[str]) -> str:
         f"the next reactor turn), and with the reply sent at once on the "
         f"socket when nothing is queued (the eager send the kvstore makes "
         f"through StateProtocol). The StateProtocol floor is the least a "
-        f"StateProtocol handler does per read (wait for a byte, take the "
-        f"rest of the buffer with `take_scanned`, write a fixed reply): "
+        f"StateProtocol handler does per read (wait with `read_scanned` and "
+        f"take the whole buffer, write a fixed reply): "
         f"what any server on StateProtocol pays. The parsing floor is the "
         f"eager bare `Protocol` parsing what it answers (lines kept across "
         f"reads, split into arguments, the name looked up in a table): the "
