@@ -1019,22 +1019,11 @@ class StateProtocol(Protocol):
                 if value is not None and self._buffer_paused:
                     self._check_buffer_pressure()
                 return _fired(value)
-            # _queue, inlined as in read_exactly: a server waiting for each
-            # request runs this once per request.
-            if self.state is not _CONNECTED:
-                return fail(self._not_readable(_SCAN, limit))
-            read = _Read(_SCAN, limit, b"", "limit", self._received, self)
-            read.scan = scan
-            self._head_read = read
-            if timeout is not None:
-                read.timer = self.clock.callLater(
-                    timeout, self._read_timed_out, read, timeout
-                )
-            if self._buffer_paused:
-                self._check_buffer_pressure()
-            return read
-        queued = self._queue(_SCAN, limit, b"", "limit", timeout, False)
-        if isinstance(queued, _Read):
+            # Nothing buffered: the buffer was tried.
+            queued = self._queue(_SCAN, limit, b"", "limit", timeout, True)
+        else:
+            queued = self._queue(_SCAN, limit, b"", "limit", timeout, False)
+        if type(queued) is _Read:
             queued.scan = scan
         return queued  # type: ignore[return-value]
 
