@@ -1591,11 +1591,14 @@ class TakeCommandsTests(SynchronousTestCase):
 
     def test_limit_must_be_positive(self) -> None:
         """
-        A limit under 1 is refused with the limit named.
+        A limit under 1 is refused, at once, by this, L{wait_commands} and
+        L{read_commands}, each naming itself and the limit.
         """
         h = ProtocolHarness(idle())
-        with self.assertRaisesRegex(ValueError, "limit >= 1, not 0"):
-            take_commands(h.protocol, limit=0)
+        for function in (take_commands, wait_commands, read_commands):
+            name = function.__name__
+            with self.assertRaisesRegex(ValueError, f"{name}.*limit >= 1, not 0"):
+                function(h.protocol, limit=0)
 
     def test_queued_read_owns_the_buffer(self) -> None:
         """
@@ -1808,14 +1811,6 @@ class WaitCommandsTests(SynchronousTestCase):
         h.feed(b"PING\r\n")
         self.assertEqual(self.successResultOf(read_command(h.protocol)), [b"PING"])
 
-    def test_limit_must_be_positive(self) -> None:
-        """
-        A limit under 1 is refused with the limit named.
-        """
-        h = ProtocolHarness(idle())
-        with self.assertRaisesRegex(ValueError, "wait_commands.*limit >= 1, not 0"):
-            wait_commands(h.protocol, limit=0)
-
     def test_each_call_has_its_own_limits(self) -> None:
         """
         Calls with other limits, on one protocol or another, each take what
@@ -1904,14 +1899,6 @@ class ReadCommandsTests(SynchronousTestCase):
         h.feed(b"*1\r\n%4\r\n")
         failure = self.failureResultOf(d, RESPProtocolError)
         self.assertEqual(failure.value.message, "Protocol error: expected '$', got '%'")
-
-    def test_limit_must_be_positive(self) -> None:
-        """
-        A limit under 1 is refused with the limit named.
-        """
-        h = ProtocolHarness(idle())
-        with self.assertRaisesRegex(ValueError, "limit >= 1, not 0"):
-            read_commands(h.protocol, limit=0)
 
     def test_cancel_before_anything_arrives(self) -> None:
         """
