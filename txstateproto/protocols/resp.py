@@ -468,16 +468,15 @@ def read_commands(
     one command at a time costs one read and one scan per command rather
     than a parse under the coroutine engine. What the scans leave (an
     incomplete, odd or bad command) is read by L{read_command}'s exact
-    parser, with its rules and errors::
+    parser, with its rules and errors. It is a whole serving loop's read on
+    its own (L{wait_commands} is the faster wait, with this behind it)::
 
         while True:
-            commands = take_commands(self)
-            if not commands:
-                try:
-                    commands = yield read_commands(self)
-                except RESPProtocolError as e:
-                    self.write(e.reply)
-                    return
+            try:
+                commands = yield read_commands(self)
+            except RESPProtocolError as e:
+                self.write(e.reply)
+                return
             for command in commands:
                 ...
 
